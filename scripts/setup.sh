@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the project's virtual environment in .venv and installs the package with its
+# test dependencies. Idempotent: a second run only checks that nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PYTHON=${PYTHON:-python3}
+VENV="$ROOT/.venv"
+
+log() { printf '[setup] %s\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtual environment in .venv"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+else
+  log "reusing .venv ($("$VENV/bin/python" --version))"
+fi
+PIP=("$VENV/bin/python" -m pip)
+
+# torch is not in the package metadata (GPU users bring their own build). Without one, take the
+# CPU wheel of torch 2.13.0, which is the one this project is tested with.
+if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+  log "installing torch==2.13.0 (CPU)"
+  "${PIP[@]}" install --quiet "torch==2.13.0"
+fi
+
+# Reinstall the package only when its metadata changed since the last run.
+STAMP="$VENV/.unival-install-stamp"
+HASH=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$HASH" ] || ! "$VENV/bin/python" -c "import modeling_unival" >/dev/null 2>&1; then
+  log "installing the package and its dependencies (editable, extras: test, plot)"
+  "${PIP[@]}" install --quiet -e ".[test,plot]"
+  echo "$HASH" > "$STAMP"
+else
+  log "package already installed and up to date"
+fi
+log "environment ready: $("$VENV/bin/python" -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")')"
