@@ -1,0 +1,42 @@
+"""UnIVAL for `transformers`: configuration, model, conversion from the original fairseq checkpoints.
+
+Importing this package registers the model with the Auto classes (`AutoConfig`, `AutoModel`,
+`AutoModelForSeq2SeqLM`, `AutoModelForImageTextToText`), and marks the classes for remote code so that a saved
+checkpoint also loads with `trust_remote_code=True` where this package is not installed.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoModelForSeq2SeqLM,
+)
+
+from .configuration_unival import PRESETS, UnivalAudioConfig, UnivalConfig, UnivalVideoConfig
+from .modeling_unival import (
+    UnivalEncoderOutput,
+    UnivalForConditionalGeneration,
+    UnivalModel,
+    UnivalPreTrainedModel,
+)
+
+
+AutoConfig.register("unival", UnivalConfig, exist_ok=True)
+AutoModel.register(UnivalConfig, UnivalModel, exist_ok=True)
+AutoModelForSeq2SeqLM.register(UnivalConfig, UnivalForConditionalGeneration, exist_ok=True)
+AutoModelForImageTextToText.register(UnivalConfig, UnivalForConditionalGeneration, exist_ok=True)
+
+UnivalConfig.register_for_auto_class()
+UnivalModel.register_for_auto_class("AutoModel")
+UnivalForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+
+__all__ = [
+    "PRESETS",
+    "UnivalAudioConfig",
+    "UnivalConfig",
+    "UnivalEncoderOutput",
+    "UnivalForConditionalGeneration",
+    "UnivalModel",
+    "UnivalPreTrainedModel",
+    "UnivalVideoConfig",
+]

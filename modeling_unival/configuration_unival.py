@@ -23,6 +23,13 @@ from transformers import PreTrainedConfig, ResNetConfig
 from transformers.configuration_utils import SubConfigSpec
 
 
+AUTO_MAP = {
+    "AutoConfig": "configuration_unival.UnivalConfig",
+    "AutoModel": "modeling_unival.UnivalModel",
+    "AutoModelForSeq2SeqLM": "modeling_unival.UnivalForConditionalGeneration",
+    "AutoModelForImageTextToText": "modeling_unival.UnivalForConditionalGeneration",
+}
+
 # ResNet depths of the original's `resnet_type` choices (timm naming).
 RESNET_DEPTHS = {
     "resnet50": (3, 4, 6, 3),
@@ -109,6 +116,7 @@ class UnivalAudioConfig(PreTrainedConfig):
         hidden_sizes (`tuple[int]`, defaults to Cnn14's `(64, 128, 256, 512, 1024, 2048)`): channels per block.
         pool_sizes (`tuple[int]`, defaults to `(2, 2, 2, 2, 2, 1)`): square average-pool size after each block.
         batch_norm_eps (`float`, defaults to 1e-5): BatchNorm epsilon.
+        dropout (`float`, defaults to 0.2): dropout after every block (training only), as in the original.
     """
 
     model_type = "unival_audio"
@@ -125,6 +133,7 @@ class UnivalAudioConfig(PreTrainedConfig):
     hidden_sizes: list[int] | tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
     pool_sizes: list[int] | tuple[int, ...] = (2, 2, 2, 2, 2, 1)
     batch_norm_eps: float = 1e-5
+    dropout: float | int = 0.2
 
     def __post_init__(self, **kwargs):
         self.hidden_sizes = list(self.hidden_sizes)
@@ -262,6 +271,13 @@ class UnivalConfig(PreTrainedConfig):
     image_config: dict | PreTrainedConfig | None = None
     video_config: dict | PreTrainedConfig | None = None
     audio_config: dict | PreTrainedConfig | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # Saved checkpoints carry the modeling code (see `register_for_auto_class` in `modeling_unival/__init__.py`);
+        # this map tells `trust_remote_code=True` loading which class serves each Auto class.
+        if getattr(self, "auto_map", None) is None:
+            self.auto_map = dict(AUTO_MAP)
 
     def validate_architecture(self):
         for side in ("encoder", "decoder"):

@@ -1,0 +1,1156 @@
+"""PyTorch UnIVAL: a unified image, video, audio and language encoder-decoder (Shukor et al., TMLR 2023).
+
+UnIVAL is OFA's "unify transformer" (BART-sized, NormFormer extras) with one convolutional tower per modality.
+What sets it apart from BART, and what this file has to reproduce exactly:
+
+* Positions never enter the hidden states. They enter only as attention biases: an absolute bias
+  `(W_q P)(W_k P)^T * s` computed once per forward pass from LayerNormed position embeddings `P` and shared by
+  all layers, plus a learned relative bias per layer (1-D log-bucketed for text, 2-D for patches).
+* The encoder input is `[patch tokens ; text tokens]`; patch tokens are a tower's flattened feature map projected
+  to `d_model`.
+* Queries are scaled by `(head_dim * attn_scale_factor) ** -0.5`, and every block has NormFormer's extra
+  LayerNorms and a per-head gain.
+
+Beyond the original, a batch may mix modalities: each sample is routed to its own tower and the patch blocks are
+padded to the longest one with a mask, so that every sample's output equals running it alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from transformers import ResNetModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.generation import GenerationMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPastAndCrossAttentions,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+
+from .configuration_unival import UnivalConfig
+from .towers import UnivalAudioTower, UnivalVideoTower, init_tower_weights
+
+
+# Values of `patch_types`, as in the original (0 image, 1 video, 2 audio), plus -1 for a sample without media.
+# `processing.constants.Modality` mirrors these values.
+PATCH_TYPE_NONE = -1
+PATCH_TYPE_IMAGE = 0
+PATCH_TYPE_VIDEO = 1
+PATCH_TYPE_AUDIO = 2
+_MODALITY_INPUTS = {
+    PATCH_TYPE_IMAGE: "pixel_values",
+    PATCH_TYPE_VIDEO: "pixel_values_videos",
+    PATCH_TYPE_AUDIO: "audio_values",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Relative-position buckets
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def token_relative_position_bucket(relative_position: torch.Tensor, bucket_size: int, max_distance: int) -> torch.Tensor:
+    """Maps `query_position - key_position` to one of `2 * bucket_size - 1` buckets.
+
+    Distances below `bucket_size // 2` get a bucket each; longer ones share log-spaced buckets up to
+    `max_distance - 1`. Computed in float32 as the original, so that the buckets match its stored tables exactly.
+    """
+    mid = bucket_size // 2
+    sign = torch.sign(relative_position)
+    abs_position = torch.where(
+        (relative_position < mid) & (relative_position > -mid),
+        torch.full_like(relative_position, mid - 1),
+        relative_position.abs(),
+    )
+    log_position = (
+        torch.ceil(torch.log(abs_position / mid) / math.log((max_distance - 1) / mid) * (mid - 1)) + mid
+    ).int()
+    bucket = torch.where(abs_position <= mid, relative_position, log_position * sign).long()
+    return bucket + bucket_size - 1
+
+
+def patch_relative_position_bucket(query_ids: torch.Tensor, key_ids: torch.Tensor, bucket_size: int) -> torch.Tensor:
+    """Relative 2-D bucket between patch position ids (`id = 1 + row * bucket_size + column`).
+
+    query_ids: (..., Nq), key_ids: (..., Nk) -> (..., Nq, Nk) with values in [0, (2 * bucket_size - 1) ** 2).
+    (The original's table has 3 extra rows for a class token that UnIVAL never uses.)
+    """
+    q_row, q_col = (query_ids - 1) // bucket_size, (query_ids - 1) % bucket_size
+    k_row, k_col = (key_ids - 1) // bucket_size, (key_ids - 1) % bucket_size
+    d_row = q_row.unsqueeze(-1) - k_row.unsqueeze(-2) + bucket_size - 1
+    d_col = q_col.unsqueeze(-1) - k_col.unsqueeze(-2) + bucket_size - 1
+    return d_row * (2 * bucket_size - 1) + d_col
+
+
+def grid_position_ids(height: int, width: int, bucket_size: int, device=None) -> torch.Tensor:
+    """Position ids `1 + row * bucket_size + column` of a row-major `height x width` grid, flattened."""
+    rows = torch.arange(height, device=device).unsqueeze(1)
+    cols = torch.arange(width, device=device).unsqueeze(0)
+    return (1 + rows * bucket_size + cols).flatten()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class UnivalEncoderOutput(BaseModelOutput):
+    r"""
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_patches + sequence_length, d_model)`):
+        Encoder output after the final LayerNorm: patch tokens first, then text tokens.
+    attention_mask (`torch.LongTensor` of shape `(batch_size, num_patches + sequence_length)`):
+        1 for real positions, 0 for padding (padded text, padded or masked patches). The decoder's cross-attention
+        uses this mask, not the text-only `attention_mask` of the inputs.
+    position_embeddings (`torch.FloatTensor` of shape `(batch_size, num_patches + sequence_length, d_model)`):
+        LayerNormed position embeddings of every encoder position; the keys of the decoder's cross-attention bias.
+    """
+
+    attention_mask: torch.LongTensor | None = None
+    position_embeddings: torch.FloatTensor | None = None
+
+
+@dataclass
+class UnivalSeq2SeqModelOutput(Seq2SeqModelOutput):
+    r"""
+    encoder_attention_mask (`torch.LongTensor` of shape `(batch_size, num_patches + sequence_length)`):
+        See [`UnivalEncoderOutput.attention_mask`].
+    encoder_position_embeddings (`torch.FloatTensor` of shape `(batch_size, num_patches + sequence_length, d_model)`):
+        See [`UnivalEncoderOutput.position_embeddings`].
+    """
+
+    encoder_attention_mask: torch.LongTensor | None = None
+    encoder_position_embeddings: torch.FloatTensor | None = None
+
+
+@dataclass
+class UnivalSeq2SeqLMOutput(Seq2SeqLMOutput):
+    r"""
+    decoder_features (`torch.FloatTensor` of shape `(batch_size, target_length, d_model)`):
+        Decoder output after its final LayerNorm, before the tied output projection.
+    encoder_attention_mask / encoder_position_embeddings: see [`UnivalEncoderOutput`].
+    """
+
+    decoder_features: torch.FloatTensor | None = None
+    encoder_attention_mask: torch.LongTensor | None = None
+    encoder_position_embeddings: torch.FloatTensor | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class UnivalDropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch of a sample with probability `drop_prob` (training only)."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep_prob = 1.0 - self.drop_prob
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        mask = hidden_states.new_empty(shape).bernoulli_(keep_prob)
+        return hidden_states * mask / keep_prob
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    """Plain attention; `attention_mask` is an additive float bias (positions, causality and padding)."""
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class UnivalAttention(nn.Module):
+    """Multi-head attention whose mask argument carries UnIVAL's position bias, with an optional per-head gain
+    (`c_attn`, NormFormer's "scale_heads") applied to each head's output before `out_proj`."""
+
+    def __init__(self, config: UnivalConfig, num_heads: int, layer_idx: int | None = None):
+        super().__init__()
+        self.config = config
+        self.embed_dim = config.d_model
+        self.num_heads = num_heads
+        self.head_dim = self.embed_dim // num_heads
+        self.scaling = (self.head_dim * config.attn_scale_factor) ** -0.5
+        self.dropout = config.attention_dropout
+        self.layer_idx = layer_idx
+        # The bias always arrives as a float mask, so SDPA must never infer causality on its own.
+        self.is_causal = False
+
+        self.q_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.k_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.v_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.c_attn = nn.Parameter(torch.ones(num_heads)) if config.scale_heads else None
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_bias: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states: (batch, q_len, dim); attention_bias: broadcastable to (batch, heads, q_len, kv_len)."""
+        is_cross_attention = key_value_states is not None
+        batch_size, q_len, _ = hidden_states.shape
+        query = self.q_proj(hidden_states).view(batch_size, q_len, -1, self.head_dim).transpose(1, 2)
+
+        layer_cache, is_updated = None, False
+        if cache is not None:
+            if isinstance(cache, EncoderDecoderCache):
+                is_updated = cache.is_updated.get(self.layer_idx, False)
+                layer_cache = cache.cross_attention_cache if is_cross_attention else cache.self_attention_cache
+            else:
+                layer_cache = cache
+
+        if is_cross_attention and is_updated:
+            # The encoder output does not change during generation: its keys/values were cached at the first step.
+            key = layer_cache.layers[self.layer_idx].keys
+            value = layer_cache.layers[self.layer_idx].values
+        else:
+            source = key_value_states if is_cross_attention else hidden_states
+            kv_shape = (batch_size, source.shape[1], -1, self.head_dim)
+            key = self.k_proj(source).view(kv_shape).transpose(1, 2)
+            value = self.v_proj(source).view(kv_shape).transpose(1, 2)
+            if layer_cache is not None:
+                key, value = layer_cache.update(key, value, self.layer_idx)
+                if is_cross_attention:
+                    cache.is_updated[self.layer_idx] = True
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_bias.to(query.dtype),
+            dropout=self.dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        # attn_output: (batch, q_len, heads, head_dim)
+        if self.c_attn is not None:
+            attn_output = attn_output * self.c_attn.to(attn_output.dtype).unsqueeze(-1)
+        attn_output = attn_output.reshape(batch_size, q_len, self.embed_dim)
+        return self.out_proj(attn_output), attn_weights
+
+
+class UnivalFeedForward(nn.Module):
+    """fc1 -> activation -> (NormFormer LayerNorm) -> fc2."""
+
+    def __init__(self, config: UnivalConfig, ffn_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, ffn_dim)
+        self.activation_fn = ACT2FN[config.activation_function]
+        self.activation_dropout = config.activation_dropout
+        self.ffn_layernorm = nn.LayerNorm(ffn_dim, eps=config.layer_norm_eps) if config.scale_fc else None
+        self.fc2 = nn.Linear(ffn_dim, config.d_model)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.activation_fn(self.fc1(hidden_states))
+        hidden_states = nn.functional.dropout(hidden_states, p=self.activation_dropout, training=self.training)
+        if self.ffn_layernorm is not None:
+            hidden_states = self.ffn_layernorm(hidden_states)
+        return self.fc2(hidden_states)
+
+
+class UnivalEncoderLayer(GradientCheckpointingLayer):
+    """Pre-LN block: self-attention (+ NormFormer LN), then feed-forward; each branch with dropout and drop-path."""
+
+    def __init__(self, config: UnivalConfig, drop_path_rate: float):
+        super().__init__()
+        dim = config.d_model
+        self.self_attn = UnivalAttention(config, config.encoder_attention_heads)
+        self.self_attn_layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.attn_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.scale_attn else None
+        self.final_layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.mlp = UnivalFeedForward(config, config.encoder_ffn_dim)
+        self.w_resid = nn.Parameter(torch.ones(dim)) if config.scale_resids else None
+        self.dropout = config.dropout
+        self.drop_path = UnivalDropPath(drop_path_rate)
+
+    def forward(self, hidden_states: torch.Tensor, attention_bias: torch.Tensor, **kwargs) -> torch.Tensor:
+        residual = hidden_states
+        hidden_states, _ = self.self_attn(self.self_attn_layer_norm(hidden_states), attention_bias, **kwargs)
+        if self.attn_ln is not None:
+            hidden_states = self.attn_ln(hidden_states)
+        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
+        hidden_states = residual + self.drop_path(hidden_states)
+
+        residual = hidden_states
+        hidden_states = self.mlp(self.final_layer_norm(hidden_states))
+        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
+        if self.w_resid is not None:
+            residual = residual * self.w_resid
+        return residual + self.drop_path(hidden_states)
+
+
+class UnivalDecoderLayer(GradientCheckpointingLayer):
+    """Pre-LN block: causal self-attention, cross-attention over the encoder, feed-forward (NormFormer LNs after
+    both attentions)."""
+
+    def __init__(self, config: UnivalConfig, drop_path_rate: float, layer_idx: int):
+        super().__init__()
+        dim = config.d_model
+        self.self_attn = UnivalAttention(config, config.decoder_attention_heads, layer_idx=layer_idx)
+        self.self_attn_layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.self_attn_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.scale_attn else None
+        self.encoder_attn = UnivalAttention(config, config.decoder_attention_heads, layer_idx=layer_idx)
+        self.encoder_attn_layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.cross_attn_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.scale_attn else None
+        self.final_layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.mlp = UnivalFeedForward(config, config.decoder_ffn_dim)
+        self.w_resid = nn.Parameter(torch.ones(dim)) if config.scale_resids else None
+        self.dropout = config.dropout
+        self.drop_path = UnivalDropPath(drop_path_rate)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        self_attention_bias: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        cross_attention_bias: torch.Tensor,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        hidden_states, _ = self.self_attn(
+            self.self_attn_layer_norm(hidden_states), self_attention_bias, cache=cache, **kwargs
+        )
+        if self.self_attn_ln is not None:
+            hidden_states = self.self_attn_ln(hidden_states)
+        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
+        hidden_states = residual + self.drop_path(hidden_states)
+
+        residual = hidden_states
+        hidden_states, _ = self.encoder_attn(
+            self.encoder_attn_layer_norm(hidden_states),
+            cross_attention_bias,
+            key_value_states=encoder_hidden_states,
+            cache=cache,
+            **kwargs,
+        )
+        if self.cross_attn_ln is not None:
+            hidden_states = self.cross_attn_ln(hidden_states)
+        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
+        hidden_states = residual + self.drop_path(hidden_states)
+
+        residual = hidden_states
+        hidden_states = self.mlp(self.final_layer_norm(hidden_states))
+        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
+        if self.w_resid is not None:
+            residual = residual * self.w_resid
+        return residual + self.drop_path(hidden_states)
+
+
+class UnivalPositionBias(nn.Module):
+    """The absolute part of UnIVAL's attention bias: `(W_q P_q) (W_k P_k)^T * s`, split into heads.
+
+    `P_q`, `P_k` are LayerNormed position embeddings; `s = (head_dim * attn_scale_factor) ** -0.5`.
+    """
+
+    def __init__(self, config: UnivalConfig, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = config.d_model // num_heads
+        self.scaling = (self.head_dim * config.attn_scale_factor) ** -0.5
+        self.q_linear = nn.Linear(config.d_model, config.d_model)
+        self.k_linear = nn.Linear(config.d_model, config.d_model)
+
+    def forward(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+        """query_positions: (batch or 1, q_len, dim), key_positions: (batch or 1, k_len, dim)
+        -> (batch, heads, q_len, k_len)."""
+        query = self.q_linear(query_positions) * self.scaling
+        key = self.k_linear(key_positions)
+        query = query.view(*query.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
+        key = key.view(*key.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
+        return torch.matmul(query, key.transpose(-1, -2))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pre-trained model base
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class UnivalPreTrainedModel(PreTrainedModel):
+    config_class = UnivalConfig
+    config: UnivalConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "video", "audio", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["UnivalEncoderLayer", "UnivalDecoderLayer", "ResNetModel", "UnivalVideoTower", "UnivalAudioTower"]
+    _supports_sdpa = True
+    _supports_flash_attn = False  # the position bias is an additive float mask
+    _supports_flex_attn = False
+    _can_compile_fullgraph = False
+
+    def _init_weights(self, module: nn.Module):
+        std = self.config.init_std
+        if init_tower_weights(module):
+            return
+        if isinstance(module, UnivalAttention):
+            if module.c_attn is not None:
+                init.ones_(module.c_attn)
+        elif isinstance(module, (UnivalEncoderLayer, UnivalDecoderLayer)):
+            if module.w_resid is not None:
+                init.ones_(module.w_resid)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        else:
+            super()._init_weights(module)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Encoder
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class UnivalEncoder(UnivalPreTrainedModel):
+    """Embeds text and patches, builds the position biases, and runs the transformer encoder layers.
+
+    The towers live here (as in the original) so that one `get_encoder()` call covers everything `generate()`
+    must run once before decoding.
+    """
+
+    def __init__(self, config: UnivalConfig):
+        super().__init__(config)
+        dim = config.d_model
+        heads = config.encoder_attention_heads
+        bucket = config.image_bucket_size
+        num_patch_positions = bucket * bucket + 1  # id 0 is the original's (unused) class-token slot
+
+        self.embed_tokens = nn.Embedding(config.vocab_size, dim, config.pad_token_id)
+        self.type_embedding = nn.Embedding(2, dim) if config.add_type_embedding else None
+        self.layernorm_embedding = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.layernorm_embedding else None
+        self.patch_layernorm_embedding = (
+            nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.patch_layernorm_embedding else None
+        )
+
+        # Position embeddings (used only inside the attention bias). The text table has two spare rows, as the
+        # original's (fairseq's padding offset, unused here since text positions count from 0).
+        self.embed_positions = nn.Embedding(config.max_source_positions + 2, dim)
+        self.pos_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.image_pos_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.position_bias = UnivalPositionBias(config, heads)
+
+        self.image_tower = ResNetModel(config.image_config)
+        self.image_proj = nn.Linear(config.image_config.hidden_sizes[-1], dim)
+        self.embed_image_positions = nn.Embedding(num_patch_positions, dim)
+        if config.video_config is not None:
+            self.video_tower = UnivalVideoTower(config.video_config)
+            self.video_proj = nn.Linear(config.video_config.output_size, dim)
+            self.embed_video_positions = nn.Embedding(num_patch_positions, dim)
+        else:
+            self.video_tower = self.video_proj = self.embed_video_positions = None
+        if config.audio_config is not None:
+            self.audio_tower = UnivalAudioTower(config.audio_config)
+            self.audio_proj = nn.Linear(config.audio_config.output_size, dim)
+            self.embed_audio_positions = nn.Embedding(num_patch_positions, dim)
+        else:
+            self.audio_tower = self.audio_proj = self.embed_audio_positions = None
+
+        drop_path_rates = torch.linspace(0, config.encoder_drop_path_rate, config.encoder_layers).tolist()
+        self.layers = nn.ModuleList([UnivalEncoderLayer(config, rate) for rate in drop_path_rates])
+        self.layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        # Per-layer relative-position tables: text (1-D buckets) and patches (2-D buckets; +3 unused class-token rows).
+        self.token_rel_pos_tables = nn.ModuleList(
+            [nn.Embedding(2 * config.token_bucket_size - 1, heads) for _ in range(config.encoder_layers)]
+        )
+        self.image_rel_pos_tables = nn.ModuleList(
+            [nn.Embedding((2 * bucket - 1) ** 2 + 3, heads) for _ in range(config.encoder_layers)]
+        )
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    # --- patch embedding per modality ------------------------------------------------------------------------------
+
+    def _check_grid(self, height: int, width: int, argument: str):
+        bucket = self.config.image_bucket_size
+        if height > bucket or width > bucket:
+            raise ValueError(
+                f"`{argument}` gives a {height}x{width} feature map, but the position table holds at most "
+                f"{bucket}x{bucket} patches (config.image_bucket_size): use a smaller input"
+            )
+
+    def embed_image(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixel_values: (n, 3, H, W) -> features (n, h*w, C) row-major and their position ids (h*w,)."""
+        features = self.image_tower.encoder(self.image_tower.embedder(pixel_values)).last_hidden_state
+        _, _, height, width = features.shape
+        self._check_grid(height, width, "pixel_values")
+        ids = grid_position_ids(height, width, self.config.image_bucket_size, features.device)
+        return features.flatten(2).transpose(1, 2), ids
+
+    def embed_video(self, pixel_values_videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, 3, T, H, W) -> features (n, t*h*w, C) in (time, row, column) order; every time slice reuses the
+        same spatial ids (the original has no temporal position embedding)."""
+        features = self.video_tower(pixel_values_videos)
+        _, _, frames, height, width = features.shape
+        self._check_grid(height, width, "pixel_values_videos")
+        ids = grid_position_ids(height, width, self.config.image_bucket_size, features.device).repeat(frames)
+        return features.flatten(2).transpose(1, 2), ids
+
+    def embed_audio(self, audio_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, samples) -> features (n, N, C) time-major. The ids are the first N of a square grid of side
+        ceil(sqrt(N)) (not the real frames x mel-bins grid), as in the original."""
+        features = self.audio_tower(audio_values)
+        num_tokens = features.shape[2] * features.shape[3]
+        side = math.ceil(math.sqrt(num_tokens))
+        self._check_grid(side, side, "audio_values")
+        ids = grid_position_ids(side, side, self.config.image_bucket_size, features.device)[:num_tokens]
+        return features.flatten(2).transpose(1, 2), ids
+
+    def _modality_modules(self, patch_type: int):
+        if patch_type == PATCH_TYPE_IMAGE:
+            return self.embed_image, self.image_proj, self.embed_image_positions
+        if patch_type == PATCH_TYPE_VIDEO:
+            return self.embed_video, self.video_proj, self.embed_video_positions
+        return self.embed_audio, self.audio_proj, self.embed_audio_positions
+
+    def embed_patches(
+        self,
+        inputs: dict[int, torch.Tensor],
+        patch_types: torch.Tensor,
+        patch_masks: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Runs each modality's tower on its own samples and lays the patch blocks out per sample.
+
+        Returns, with N the longest patch block of the batch:
+            embeds (batch, N, dim), position embeddings after `image_pos_ln` (batch, N, dim),
+            position ids (batch, N) (0 on padding), and a validity mask (batch, N) bool.
+        """
+        batch_size = patch_types.shape[0]
+        dim = self.config.d_model
+        blocks = []
+        for patch_type, values in inputs.items():
+            rows = (patch_types == patch_type).nonzero().squeeze(1)
+            embed_fn, proj, position_table = self._modality_modules(patch_type)
+            features, ids = embed_fn(values)
+            ids = ids.unsqueeze(0).expand(features.shape[0], -1)
+            if self.training and self.config.sample_patch_num is not None and ids.shape[1] > self.config.sample_patch_num:
+                # Keep a random subset of patches per sample (training-time augmentation of the original).
+                keep = torch.rand(ids.shape, device=ids.device).argsort(dim=1)[:, : self.config.sample_patch_num]
+                keep = keep.sort(dim=1).values
+                features = features.gather(1, keep.unsqueeze(-1).expand(-1, -1, features.shape[-1]))
+                ids = ids.gather(1, keep)
+            blocks.append((rows, proj(features), ids, position_table(ids)))
+
+        num_patches = max(block[1].shape[1] for block in blocks)
+        reference = blocks[0][1]
+        embeds = reference.new_zeros(batch_size, num_patches, dim)
+        positions = reference.new_zeros(batch_size, num_patches, dim)
+        position_ids = torch.zeros(batch_size, num_patches, dtype=torch.long, device=reference.device)
+        valid = torch.zeros(batch_size, num_patches, dtype=torch.bool, device=reference.device)
+        for rows, block_embeds, block_ids, block_positions in blocks:
+            length = block_embeds.shape[1]
+            embeds[rows, :length] = block_embeds.to(embeds.dtype)
+            positions[rows, :length] = block_positions.to(positions.dtype)
+            position_ids[rows, :length] = block_ids
+            valid[rows, :length] = True
+        if patch_masks is not None:
+            valid = valid & patch_masks.unsqueeze(1)
+
+        if self.type_embedding is not None:
+            embeds = embeds + self.type_embedding.weight[1]
+        if self.patch_layernorm_embedding is not None:
+            embeds = self.patch_layernorm_embedding(embeds)
+        return embeds, self.image_pos_ln(positions), position_ids, valid
+
+    # --- input checks ----------------------------------------------------------------------------------------------
+
+    def _gather_modality_inputs(
+        self,
+        batch_size: int,
+        device: torch.device,
+        pixel_values: torch.Tensor | None,
+        pixel_values_videos: torch.Tensor | None,
+        audio_values: torch.Tensor | None,
+        patch_types: torch.Tensor | None,
+        patch_masks: torch.Tensor | None,
+    ) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+        given = {
+            PATCH_TYPE_IMAGE: pixel_values,
+            PATCH_TYPE_VIDEO: pixel_values_videos,
+            PATCH_TYPE_AUDIO: audio_values,
+        }
+        expected_rank = {PATCH_TYPE_IMAGE: 4, PATCH_TYPE_VIDEO: 5, PATCH_TYPE_AUDIO: 2}
+        layout = {
+            PATCH_TYPE_IMAGE: "(num_images, channels, height, width)",
+            PATCH_TYPE_VIDEO: "(num_videos, channels, frames, height, width)",
+            PATCH_TYPE_AUDIO: "(num_clips, samples)",
+        }
+        towers = {PATCH_TYPE_IMAGE: self.image_tower, PATCH_TYPE_VIDEO: self.video_tower, PATCH_TYPE_AUDIO: self.audio_tower}
+        given = {k: v for k, v in given.items() if v is not None}
+        for patch_type, values in given.items():
+            name = _MODALITY_INPUTS[patch_type]
+            if not isinstance(values, torch.Tensor):
+                raise TypeError(f"`{name}` must be a torch.Tensor, got {type(values).__name__}")
+            if not values.is_floating_point():
+                raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {values.dtype}")
+            if values.ndim != expected_rank[patch_type]:
+                raise ValueError(f"`{name}` must have shape {layout[patch_type]}, got {tuple(values.shape)}")
+            if towers[patch_type] is None:
+                raise ValueError(f"`{name}` was given, but this model has no {name.split('_')[-1].rstrip('s')} tower "
+                                 f"(its config has no {'video' if patch_type == 1 else 'audio'}_config)")
+        if PATCH_TYPE_IMAGE in given and given[PATCH_TYPE_IMAGE].shape[1] != self.config.image_config.num_channels:
+            raise ValueError(
+                f"`pixel_values` must have {self.config.image_config.num_channels} channels, "
+                f"got shape {tuple(given[PATCH_TYPE_IMAGE].shape)}"
+            )
+        if PATCH_TYPE_VIDEO in given and given[PATCH_TYPE_VIDEO].shape[1] != self.config.video_config.num_channels:
+            raise ValueError(
+                f"`pixel_values_videos` must have shape (num_videos, {self.config.video_config.num_channels}, frames, "
+                f"height, width) (channels before frames), got {tuple(given[PATCH_TYPE_VIDEO].shape)}"
+            )
+
+        if patch_types is None:
+            if not given:
+                if patch_masks is not None:
+                    raise ValueError("`patch_masks` was given without any image, video or audio input")
+                return {}, None
+            if len(given) > 1:
+                raise ValueError(
+                    "several modality inputs were given without `patch_types`: pass `patch_types` (batch,) with "
+                    "-1 (no media), 0 (image), 1 (video) or 2 (audio) per sample"
+                )
+            (patch_type, values), = given.items()
+            if values.shape[0] != batch_size:
+                raise ValueError(
+                    f"`{_MODALITY_INPUTS[patch_type]}` has {values.shape[0]} rows for a batch of {batch_size}: "
+                    "pass `patch_types` to say which samples carry it"
+                )
+            patch_types = torch.full((batch_size,), patch_type, dtype=torch.long, device=device)
+        else:
+            if not isinstance(patch_types, torch.Tensor) or patch_types.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool):
+                raise TypeError("`patch_types` must be an integer tensor of shape (batch,)")
+            if patch_types.shape != (batch_size,):
+                raise ValueError(f"`patch_types` must have shape ({batch_size},), got {tuple(patch_types.shape)}")
+            patch_types = patch_types.to(device=device, dtype=torch.long)
+            allowed = (PATCH_TYPE_NONE, PATCH_TYPE_IMAGE, PATCH_TYPE_VIDEO, PATCH_TYPE_AUDIO)
+            if not torch.isin(patch_types, torch.tensor(allowed, device=device)).all():
+                raise ValueError(f"`patch_types` values must be in {allowed}, got {patch_types.tolist()}")
+            for patch_type, name in _MODALITY_INPUTS.items():
+                count = int((patch_types == patch_type).sum())
+                rows = given[patch_type].shape[0] if patch_type in given else 0
+                if count != rows:
+                    raise ValueError(
+                        f"`patch_types` marks {count} sample(s) as {name.split('_')[-1]} but `{name}` has {rows} row(s)"
+                    )
+        if patch_masks is not None:
+            if not isinstance(patch_masks, torch.Tensor) or patch_masks.shape != (batch_size,):
+                raise ValueError(
+                    f"`patch_masks` must be a tensor of shape ({batch_size},), got "
+                    f"{tuple(patch_masks.shape) if isinstance(patch_masks, torch.Tensor) else type(patch_masks).__name__}"
+                )
+            patch_masks = patch_masks.to(device=device, dtype=torch.bool)
+        return given, (patch_types, patch_masks)
+
+    # --- forward ---------------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        audio_values: torch.FloatTensor | None = None,
+        patch_types: torch.LongTensor | None = None,
+        patch_masks: torch.BoolTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> UnivalEncoderOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): `<s> prompt </s>`, right-padded.
+        attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): 1 for text tokens,
+            0 for padding; derived from `pad_token_id` when omitted.
+        pixel_values (`torch.FloatTensor` of shape `(num_images, 3, height, width)`, *optional*): the images of the
+            samples whose `patch_types` is 0, in batch order.
+        pixel_values_videos (`torch.FloatTensor` of shape `(num_videos, 3, frames, height, width)`, *optional*): the
+            videos of the samples whose `patch_types` is 1.
+        audio_values (`torch.FloatTensor` of shape `(num_clips, samples)`, *optional*): raw mono waveforms (48 kHz by
+            default) of the samples whose `patch_types` is 2.
+        patch_types (`torch.LongTensor` of shape `(batch_size,)`, *optional*): per sample -1 (text only), 0, 1 or 2.
+            May be omitted when a single modality input has one row per sample.
+        patch_masks (`torch.BoolTensor` of shape `(batch_size,)`, *optional*): False turns a sample's patch tokens
+            into padding (the original's convention).
+        """
+        if input_ids is None:
+            raise ValueError("`input_ids` is required: UnIVAL's encoder always reads a text prompt")
+        if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+            raise TypeError("`input_ids` must be an integer tensor of shape (batch, sequence_length)")
+        if input_ids.ndim != 2:
+            raise ValueError(f"`input_ids` must have shape (batch, sequence_length), got {tuple(input_ids.shape)}")
+        batch_size, seq_len = input_ids.shape
+        if seq_len > self.config.max_source_positions:
+            raise ValueError(
+                f"`input_ids` has {seq_len} positions, more than max_source_positions="
+                f"{self.config.max_source_positions}: truncate the prompt"
+            )
+        if attention_mask is None:
+            text_padding = input_ids.eq(self.config.pad_token_id)
+        else:
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(
+                    f"`attention_mask` must have the shape of `input_ids` {tuple(input_ids.shape)}, got "
+                    f"{tuple(attention_mask.shape)}"
+                )
+            text_padding = attention_mask.eq(0)
+        device = input_ids.device
+        modality_inputs, routing = self._gather_modality_inputs(
+            batch_size, device, pixel_values, pixel_values_videos, audio_values, patch_types, patch_masks
+        )
+
+        # Text: token embedding (scale 1.0) + type 0, LayerNorm.
+        text_embeds = self.embed_tokens(input_ids)
+        if self.type_embedding is not None:
+            text_embeds = text_embeds + self.type_embedding.weight[0]
+        if self.layernorm_embedding is not None:
+            text_embeds = self.layernorm_embedding(text_embeds)
+        text_positions = self.pos_ln(self.embed_positions(torch.arange(seq_len, device=device))).unsqueeze(0)
+
+        if modality_inputs:
+            patch_embeds, patch_positions, patch_ids, patch_valid = self.embed_patches(modality_inputs, *routing)
+            num_patches = patch_embeds.shape[1]
+            hidden_states = torch.cat([patch_embeds, text_embeds.to(patch_embeds.dtype)], dim=1)
+            positions = torch.cat(
+                [patch_positions, text_positions.expand(batch_size, -1, -1).to(patch_positions.dtype)], dim=1
+            )
+            padding = torch.cat([~patch_valid, text_padding], dim=1)
+        else:
+            num_patches, patch_ids = 0, None
+            hidden_states, positions, padding = text_embeds, text_positions, text_padding
+        hidden_states = nn.functional.dropout(hidden_states, p=self.config.dropout, training=self.training)
+        if padding.any():
+            hidden_states = hidden_states * (~padding).unsqueeze(-1).to(hidden_states.dtype)
+
+        # Attention bias: absolute part (shared by all layers) + key padding; relative part added per layer.
+        # positions has batch 1 for text-only inputs, so the absolute bias is computed once for the whole batch.
+        absolute_bias = self.position_bias(positions, positions)
+        min_value = torch.finfo(absolute_bias.dtype).min
+        absolute_bias = absolute_bias.masked_fill(padding[:, None, None, :], min_value)
+        text_buckets = token_relative_position_bucket(
+            torch.arange(seq_len, device=device)[:, None] - torch.arange(seq_len, device=device)[None, :],
+            self.config.token_bucket_size,
+            self.config.max_source_positions,
+        )
+        patch_buckets = (
+            patch_relative_position_bucket(patch_ids, patch_ids, self.config.image_bucket_size) if num_patches else None
+        )
+
+        all_hidden_states = () if output_hidden_states else None
+        for idx, layer in enumerate(self.layers):
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            bias = self._layer_bias(idx, absolute_bias, text_buckets, patch_buckets, num_patches)
+            hidden_states = layer(hidden_states, bias)
+        hidden_states = self.layer_norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+
+        return UnivalEncoderOutput(
+            last_hidden_state=hidden_states,
+            hidden_states=all_hidden_states,
+            attention_mask=(~padding).long(),
+            position_embeddings=positions.expand(batch_size, -1, -1),
+        )
+
+    def _layer_bias(
+        self,
+        layer_idx: int,
+        absolute_bias: torch.Tensor,
+        text_buckets: torch.Tensor,
+        patch_buckets: torch.Tensor | None,
+        num_patches: int,
+    ) -> torch.Tensor:
+        """absolute_bias (batch, heads, L, L) + this layer's relative biases on the text-text block and on the
+        patch-patch block (patch-text blocks get only the absolute part)."""
+        text_bias = self.token_rel_pos_tables[layer_idx].weight[text_buckets].permute(2, 0, 1)  # (heads, S, S)
+        if not num_patches:
+            return absolute_bias + text_bias.to(absolute_bias.dtype)
+        patch_bias = self.image_rel_pos_tables[layer_idx].weight[patch_buckets].permute(0, 3, 1, 2)  # (B, heads, N, N)
+        bias = absolute_bias.clone()
+        bias[:, :, num_patches:, num_patches:] += text_bias.to(bias.dtype)
+        bias[:, :, :num_patches, :num_patches] += patch_bias.to(bias.dtype)
+        return bias
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Decoder
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class UnivalDecoder(UnivalPreTrainedModel):
+    """Causal transformer decoder; positions enter only through the self- and cross-attention biases."""
+
+    def __init__(self, config: UnivalConfig):
+        super().__init__(config)
+        dim = config.d_model
+        heads = config.decoder_attention_heads
+        self.embed_tokens = nn.Embedding(config.vocab_size, dim, config.pad_token_id)
+        self.layernorm_embedding = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.layernorm_embedding else None
+        self.embed_positions = nn.Embedding(config.max_target_positions + 2, dim)
+        self.pos_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.self_position_bias = UnivalPositionBias(config, heads)
+        self.cross_position_bias = UnivalPositionBias(config, heads)
+        drop_path_rates = torch.linspace(0, config.decoder_drop_path_rate, config.decoder_layers).tolist()
+        self.layers = nn.ModuleList(
+            [UnivalDecoderLayer(config, rate, layer_idx=i) for i, rate in enumerate(drop_path_rates)]
+        )
+        self.layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.token_rel_pos_tables = nn.ModuleList(
+            [nn.Embedding(2 * config.token_bucket_size - 1, heads) for _ in range(config.decoder_layers)]
+        )
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+        encoder_position_embeddings: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, target_length)`): `<s>` + target tokens (only the new
+            tokens when `cache` holds the previous ones).
+        encoder_hidden_states / encoder_attention_mask / encoder_position_embeddings: from [`UnivalEncoderOutput`].
+        attention_mask (`torch.Tensor` of shape `(batch_size, past_length + target_length)`, *optional*): 1 for real
+            tokens. When omitted and there is no cache, pad tokens of `input_ids` are masked as keys (as the original).
+        """
+        if input_ids.is_floating_point() or input_ids.ndim != 2:
+            raise ValueError(
+                f"`decoder_input_ids` must be an integer tensor of shape (batch, target_length), got "
+                f"{input_ids.dtype} {tuple(input_ids.shape)}"
+            )
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        batch_size, q_len = input_ids.shape
+        past_len = cache.get_seq_length() if cache is not None else 0
+        total_len = past_len + q_len
+        if total_len > self.config.max_target_positions:
+            raise ValueError(
+                f"the decoder input reaches {total_len} positions, more than max_target_positions="
+                f"{self.config.max_target_positions}: shorten `decoder_input_ids`/`labels` or `max_new_tokens`"
+            )
+        device = input_ids.device
+
+        hidden_states = self.embed_tokens(input_ids)
+        if self.layernorm_embedding is not None:
+            hidden_states = self.layernorm_embedding(hidden_states)
+        hidden_states = nn.functional.dropout(hidden_states, p=self.config.dropout, training=self.training)
+
+        # Self-attention bias: absolute part (no batch dependence) + causal mask + key padding.
+        key_positions = torch.arange(total_len, device=device)
+        query_positions = key_positions[past_len:]
+        target_positions = self.pos_ln(self.embed_positions(key_positions)).unsqueeze(0)  # (1, total, dim)
+        query_target_positions = target_positions[:, past_len:]
+        self_bias = self.self_position_bias(query_target_positions, target_positions)  # (1, heads, q, total)
+        min_value = torch.finfo(self_bias.dtype).min
+        key_mask = key_positions[None, :] > query_positions[:, None]  # (q, total) True = masked
+        key_mask = key_mask.unsqueeze(0)
+        if attention_mask is not None:
+            if attention_mask.shape != (batch_size, total_len):
+                raise ValueError(
+                    f"`decoder_attention_mask` must have shape ({batch_size}, {total_len}), got "
+                    f"{tuple(attention_mask.shape)}"
+                )
+            key_mask = key_mask | attention_mask.eq(0)[:, None, :]
+        elif past_len == 0:
+            key_mask = key_mask | input_ids.eq(self.config.pad_token_id)[:, None, :]
+        self_bias = self_bias.masked_fill(key_mask.unsqueeze(1), min_value)  # (batch or 1, heads, q, total)
+        self_buckets = token_relative_position_bucket(
+            query_positions[:, None] - key_positions[None, :],
+            self.config.token_bucket_size,
+            self.config.max_target_positions,
+        )
+
+        # Cross-attention bias: target positions vs the encoder's (already LayerNormed) positions, + padding.
+        cross_bias = self.cross_position_bias(
+            query_target_positions.to(encoder_position_embeddings.dtype), encoder_position_embeddings
+        )
+        cross_bias = cross_bias.masked_fill(encoder_attention_mask.eq(0)[:, None, None, :], min_value)
+
+        all_hidden_states = () if output_hidden_states else None
+        for idx, layer in enumerate(self.layers):
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            relative = self.token_rel_pos_tables[idx].weight[self_buckets].permute(2, 0, 1).unsqueeze(0)
+            hidden_states = layer(
+                hidden_states,
+                self_bias + relative.to(self_bias.dtype),
+                encoder_hidden_states,
+                cross_bias,
+                cache=cache,
+            )
+        hidden_states = self.layer_norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        return BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden_states, cache=cache, hidden_states=all_hidden_states
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Full models
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class UnivalModel(UnivalPreTrainedModel):
+    _tied_weights_keys = {
+        "encoder.embed_tokens.weight": "shared.weight",
+        "decoder.embed_tokens.weight": "shared.weight",
+    }
+
+    def __init__(self, config: UnivalConfig):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.encoder = UnivalEncoder(config)
+        self.decoder = UnivalDecoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.shared
+
+    def set_input_embeddings(self, value):
+        self.shared = value
+        self.encoder.embed_tokens = value
+        self.decoder.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        audio_values: torch.FloatTensor | None = None,
+        patch_types: torch.LongTensor | None = None,
+        patch_masks: torch.BoolTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: UnivalEncoderOutput | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> UnivalSeq2SeqModelOutput:
+        if kwargs.get("past_key_values") is not None and cache is None:
+            cache = kwargs.pop("past_key_values")
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                pixel_values=pixel_values,
+                pixel_values_videos=pixel_values_videos,
+                audio_values=audio_values,
+                patch_types=patch_types,
+                patch_masks=patch_masks,
+                output_hidden_states=output_hidden_states,
+            )
+        elif not isinstance(encoder_outputs, UnivalEncoderOutput):
+            raise TypeError(
+                "`encoder_outputs` must be the UnivalEncoderOutput returned by `model.get_encoder()`: the decoder needs "
+                "its `attention_mask` and `position_embeddings`"
+            )
+        if decoder_input_ids is None:
+            raise ValueError("`decoder_input_ids` (or `labels`) is required")
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=encoder_outputs.attention_mask,
+            encoder_position_embeddings=encoder_outputs.position_embeddings,
+            attention_mask=decoder_attention_mask,
+            cache=cache,
+            use_cache=use_cache if use_cache is not None else self.config.use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+        return UnivalSeq2SeqModelOutput(
+            last_hidden_state=decoder_outputs.last_hidden_state,
+            cache=decoder_outputs.cache,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attention_mask=encoder_outputs.attention_mask,
+            encoder_position_embeddings=encoder_outputs.position_embeddings,
+        )
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """`labels` (target + `</s>`, -100 on ignored positions) -> decoder inputs `<s>` + target."""
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill(shifted.eq(-100), pad_token_id)
+
+
+def label_smoothed_cross_entropy(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    epsilon: float,
+    label_weights: torch.Tensor | None = None,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """fairseq's label-smoothed NLL, as the original trains with:
+
+    `loss = (1 - eps - eps / (V - 1)) * nll + eps / (V - 1) * sum_v(-log p_v)` per target token, positions with
+    label -100 ignored. `label_weights` (batch,) scales each sample's tokens (VQA answer confidence). The sum is
+    divided by `num_items_in_batch` when given (gradient accumulation / DDP), otherwise by the number of tokens.
+    """
+    vocab_size = logits.shape[-1]
+    log_probs = nn.functional.log_softmax(logits.float(), dim=-1)
+    valid = labels.ne(-100)
+    safe_labels = labels.masked_fill(~valid, 0)
+    nll = -log_probs.gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
+    token_loss = nll
+    if epsilon > 0:
+        eps_i = epsilon / (vocab_size - 1)
+        smooth = -log_probs.sum(-1)
+        token_loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
+    token_loss = token_loss * valid
+    if label_weights is not None:
+        token_loss = token_loss * label_weights.to(token_loss.dtype).unsqueeze(-1)
+    denominator = num_items_in_batch if num_items_in_batch is not None else valid.sum().clamp(min=1)
+    if isinstance(denominator, torch.Tensor):
+        denominator = denominator.to(token_loss.device)
+    return token_loss.sum() / denominator
+
+
+class UnivalForConditionalGeneration(UnivalPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+
+    def __init__(self, config: UnivalConfig):
+        super().__init__(config)
+        self.model = UnivalModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_encoder(self, modality: str | None = None):
+        if modality is None:
+            return self.model.encoder
+        return super().get_encoder(modality)
+
+    def get_decoder(self):
+        return self.model.decoder
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        audio_values: torch.FloatTensor | None = None,
+        patch_types: torch.LongTensor | None = None,
+        patch_masks: torch.BoolTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: UnivalEncoderOutput | None = None,
+        cache: Cache | None = None,
+        labels: torch.LongTensor | None = None,
+        label_weights: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> UnivalSeq2SeqLMOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, target_length)`, *optional*): target tokens + `</s>`,
+            -100 where no loss is wanted. `decoder_input_ids` default to `labels` shifted right behind `<s>`.
+        label_weights (`torch.FloatTensor` of shape `(batch_size,)`, *optional*): per-sample loss weights (the
+            original's VQA answer confidences).
+        """
+        if kwargs.get("past_key_values") is not None and cache is None:
+            cache = kwargs.pop("past_key_values")
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        if labels is not None:
+            use_cache = False
+            if decoder_input_ids is None:
+                decoder_input_ids = shift_tokens_right(
+                    labels, self.config.pad_token_id, self.config.decoder_start_token_id
+                )
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            pixel_values_videos=pixel_values_videos,
+            audio_values=audio_values,
+            patch_types=patch_types,
+            patch_masks=patch_masks,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            cache=cache,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = label_smoothed_cross_entropy(
+                logits, labels.to(logits.device), self.config.label_smoothing, label_weights, num_items_in_batch
+            )
+        return UnivalSeq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            decoder_features=outputs.last_hidden_state,
+            encoder_attention_mask=outputs.encoder_attention_mask,
+            encoder_position_embeddings=outputs.encoder_position_embeddings,
+        )
+
+
+__all__ = [
+    "UnivalPreTrainedModel",
+    "UnivalEncoder",
+    "UnivalDecoder",
+    "UnivalModel",
+    "UnivalForConditionalGeneration",
+    "UnivalEncoderOutput",
+    "label_smoothed_cross_entropy",
+    "shift_tokens_right",
+    "token_relative_position_bucket",
+    "patch_relative_position_bucket",
+]
