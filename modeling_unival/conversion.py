@@ -52,14 +52,20 @@ _LAYER_RENAMES = [
     (re.compile(r"^cross_pos_q_linear\."), "cross_position_bias.q_linear."),
     (re.compile(r"^cross_pos_k_linear\."), "cross_position_bias.k_linear."),
 ]
+_LAYER_PARAMETER = (
+    r"layers\.\d+\.((self_attn|encoder_attn)\.((q_proj|k_proj|v_proj|out_proj)\.(weight|bias)|c_attn)|"
+    r"(self_attn_layer_norm|attn_ln|self_attn_ln|cross_attn_ln|encoder_attn_layer_norm|final_layer_norm|"
+    r"mlp\.ffn_layernorm|mlp\.fc1|mlp\.fc2)\.(weight|bias)|w_resid)"
+)
 _ENCODER_DIRECT = re.compile(
-    r"^(layernorm_embedding|patch_layernorm_embedding|type_embedding|embed_positions|embed_image_positions|"
-    r"embed_video_positions|embed_audio_positions|pos_ln|image_pos_ln|image_proj|video_proj|audio_proj|layer_norm|"
-    r"position_bias|token_rel_pos_tables|image_rel_pos_tables|layers)\."
+    r"^((layernorm_embedding|patch_layernorm_embedding|pos_ln|image_pos_ln|image_proj|video_proj|audio_proj|"
+    r"layer_norm|position_bias\.[qk]_linear)\.(weight|bias)|"
+    r"(type_embedding|embed_positions|embed_image_positions|embed_video_positions|embed_audio_positions|"
+    r"token_rel_pos_tables\.\d+|image_rel_pos_tables\.\d+)\.weight|" + _LAYER_PARAMETER + ")$"
 )
 _DECODER_DIRECT = re.compile(
-    r"^(layernorm_embedding|embed_positions|pos_ln|self_position_bias|cross_position_bias|layer_norm|"
-    r"token_rel_pos_tables|layers)\."
+    r"^((layernorm_embedding|pos_ln|layer_norm|self_position_bias\.[qk]_linear|cross_position_bias\.[qk]_linear)"
+    r"\.(weight|bias)|(embed_positions|token_rel_pos_tables\.\d+)\.weight|" + _LAYER_PARAMETER + ")$"
 )
 _TOWERS = {
     "embed_images.": ("image_tower.", convert_original_image_tower_key),
@@ -109,6 +115,8 @@ def convert_original_state_dict(
         raise KeyError("the state dict has no token embedding (encoder.embed_tokens.weight)")
     shared = state_dict[tied[0]].float()
     for key in tied[1:]:
+        if shared.is_meta:  # shape-only conversion (e.g. checking a key list): nothing to compare
+            break
         if not torch.equal(state_dict[key].float(), shared):
             raise ValueError(f"{key} differs from {tied[0]}: UnIVAL ties all token embeddings, this checkpoint does not")
     converted[f"{prefix}shared.weight"] = shared

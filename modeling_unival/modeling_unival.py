@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from transformers import ResNetModel
+from transformers import ResNetConfig
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
@@ -37,6 +37,7 @@ from transformers.modeling_outputs import (
     Seq2SeqModelOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.models.resnet.modeling_resnet import ResNetEmbeddings, ResNetEncoder
 
 from .configuration_unival import UnivalConfig
 from .towers import UnivalAudioTower, UnivalVideoTower, init_tower_weights
@@ -48,6 +49,7 @@ PATCH_TYPE_NONE = -1
 PATCH_TYPE_IMAGE = 0
 PATCH_TYPE_VIDEO = 1
 PATCH_TYPE_AUDIO = 2
+_MODALITY_NAMES = {PATCH_TYPE_IMAGE: "image", PATCH_TYPE_VIDEO: "video", PATCH_TYPE_AUDIO: "audio"}
 _MODALITY_INPUTS = {
     PATCH_TYPE_IMAGE: "pixel_values",
     PATCH_TYPE_VIDEO: "pixel_values_videos",
@@ -150,6 +152,12 @@ class UnivalSeq2SeqLMOutput(Seq2SeqLMOutput):
 # ----------------------------------------------------------------------------------------------------------------
 # Building blocks
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _linear_rates(max_rate: float, num_layers: int) -> list[float]:
+    """Drop-path rate of each layer, rising linearly from 0 to `max_rate` (as `torch.linspace`, in plain Python so
+    that models can be built on the meta device)."""
+    return [max_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
 
 
 class UnivalDropPath(nn.Module):
@@ -376,6 +384,23 @@ class UnivalDecoderLayer(GradientCheckpointingLayer):
         return residual + self.drop_path(hidden_states)
 
 
+class UnivalImageTower(nn.Module):
+    """The image tower: `transformers`' ResNet stem and stages (the original's timm ResNet has exactly these
+    modules), without a pooler. Plain modules rather than `ResNetModel`, so that the tower is not a nested
+    `PreTrainedModel` with its own attention-implementation checks.
+
+    pixel_values (batch, 3, H, W) -> feature map (batch, hidden_sizes[-1], H/32, W/32).
+    """
+
+    def __init__(self, config: ResNetConfig):
+        super().__init__()
+        self.embedder = ResNetEmbeddings(config)
+        self.encoder = ResNetEncoder(config)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.embedder(pixel_values)).last_hidden_state
+
+
 class UnivalPositionBias(nn.Module):
     """The absolute part of UnIVAL's attention bias: `(W_q P_q) (W_k P_k)^T * s`, split into heads.
 
@@ -412,7 +437,7 @@ class UnivalPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     input_modalities = ("image", "video", "audio", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["UnivalEncoderLayer", "UnivalDecoderLayer", "ResNetModel", "UnivalVideoTower", "UnivalAudioTower"]
+    _no_split_modules = ["UnivalEncoderLayer", "UnivalDecoderLayer", "UnivalImageTower", "UnivalVideoTower", "UnivalAudioTower"]
     _supports_sdpa = True
     _supports_flash_attn = False  # the position bias is an additive float mask
     _supports_flex_attn = False
@@ -469,7 +494,7 @@ class UnivalEncoder(UnivalPreTrainedModel):
         self.image_pos_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.position_bias = UnivalPositionBias(config, heads)
 
-        self.image_tower = ResNetModel(config.image_config)
+        self.image_tower = UnivalImageTower(config.image_config)
         self.image_proj = nn.Linear(config.image_config.hidden_sizes[-1], dim)
         self.embed_image_positions = nn.Embedding(num_patch_positions, dim)
         if config.video_config is not None:
@@ -485,7 +510,7 @@ class UnivalEncoder(UnivalPreTrainedModel):
         else:
             self.audio_tower = self.audio_proj = self.embed_audio_positions = None
 
-        drop_path_rates = torch.linspace(0, config.encoder_drop_path_rate, config.encoder_layers).tolist()
+        drop_path_rates = _linear_rates(config.encoder_drop_path_rate, config.encoder_layers)
         self.layers = nn.ModuleList([UnivalEncoderLayer(config, rate) for rate in drop_path_rates])
         self.layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         # Per-layer relative-position tables: text (1-D buckets) and patches (2-D buckets; +3 unused class-token rows).
@@ -510,7 +535,7 @@ class UnivalEncoder(UnivalPreTrainedModel):
 
     def embed_image(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pixel_values: (n, 3, H, W) -> features (n, h*w, C) row-major and their position ids (h*w,)."""
-        features = self.image_tower.encoder(self.image_tower.embedder(pixel_values)).last_hidden_state
+        features = self.image_tower(pixel_values)
         _, _, height, width = features.shape
         self._check_grid(height, width, "pixel_values")
         ids = grid_position_ids(height, width, self.config.image_bucket_size, features.device)
@@ -625,8 +650,10 @@ class UnivalEncoder(UnivalPreTrainedModel):
             if values.ndim != expected_rank[patch_type]:
                 raise ValueError(f"`{name}` must have shape {layout[patch_type]}, got {tuple(values.shape)}")
             if towers[patch_type] is None:
-                raise ValueError(f"`{name}` was given, but this model has no {name.split('_')[-1].rstrip('s')} tower "
-                                 f"(its config has no {'video' if patch_type == 1 else 'audio'}_config)")
+                modality = _MODALITY_NAMES[patch_type]
+                raise ValueError(
+                    f"`{name}` was given, but this model has no {modality} tower (its config has no {modality}_config)"
+                )
         if PATCH_TYPE_IMAGE in given and given[PATCH_TYPE_IMAGE].shape[1] != self.config.image_config.num_channels:
             raise ValueError(
                 f"`pixel_values` must have {self.config.image_config.num_channels} channels, "
@@ -669,7 +696,8 @@ class UnivalEncoder(UnivalPreTrainedModel):
                 rows = given[patch_type].shape[0] if patch_type in given else 0
                 if count != rows:
                     raise ValueError(
-                        f"`patch_types` marks {count} sample(s) as {name.split('_')[-1]} but `{name}` has {rows} row(s)"
+                        f"`patch_types` marks {count} sample(s) as {_MODALITY_NAMES[patch_type]} but `{name}` has "
+                        f"{rows} row(s)"
                     )
         if patch_masks is not None:
             if not isinstance(patch_masks, torch.Tensor) or patch_masks.shape != (batch_size,):
@@ -829,7 +857,7 @@ class UnivalDecoder(UnivalPreTrainedModel):
         self.pos_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.self_position_bias = UnivalPositionBias(config, heads)
         self.cross_position_bias = UnivalPositionBias(config, heads)
-        drop_path_rates = torch.linspace(0, config.decoder_drop_path_rate, config.decoder_layers).tolist()
+        drop_path_rates = _linear_rates(config.decoder_drop_path_rate, config.decoder_layers)
         self.layers = nn.ModuleList(
             [UnivalDecoderLayer(config, rate, layer_idx=i) for i, rate in enumerate(drop_path_rates)]
         )
