@@ -438,6 +438,8 @@ class UnivalPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "video", "audio", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["UnivalEncoderLayer", "UnivalDecoderLayer", "UnivalImageTower", "UnivalVideoTower", "UnivalAudioTower"]
+    # The log-mel front end's DFT kernels and mel matrix come from the checkpoint and must not be rounded to bf16/fp16.
+    _keep_in_fp32_modules = ["front_end"]
     _supports_sdpa = True
     _supports_flash_attn = False  # the position bias is an additive float mask
     _supports_flex_attn = False
