@@ -402,9 +402,14 @@ class UnivalImageTower(nn.Module):
 
 
 class UnivalPositionBias(nn.Module):
-    """The absolute part of UnIVAL's attention bias: `(W_q P_q) (W_k P_k)^T * s`, split into heads.
+    """The absolute part of UnIVAL's attention bias: `(W_q P_q + b_q) (W_k P_k + b_k)^T * s`, split into heads.
 
     `P_q`, `P_k` are LayerNormed position embeddings; `s = (head_dim * attn_scale_factor) ** -0.5`.
+
+    With few queries (a decoding step) the key projection is the expensive part: projecting 250 encoder
+    positions costs 250 * d^2 per step, more than the whole decoder layer stack. Folding `W_k` into the queries
+    instead, `q_h W_kh P_k^T + q_h . b_kh`, costs `q_len * heads * k_len * d`; `forward` picks whichever of the two
+    equal expressions is cheaper for the shapes at hand.
     """
 
     def __init__(self, config: UnivalConfig, num_heads: int):
@@ -418,9 +423,15 @@ class UnivalPositionBias(nn.Module):
     def forward(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
         """query_positions: (batch or 1, q_len, dim), key_positions: (batch or 1, k_len, dim)
         -> (batch, heads, q_len, k_len)."""
+        dim = query_positions.shape[-1]
         query = self.q_linear(query_positions) * self.scaling
+        query = query.view(*query.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, q, hd)
+        if query_positions.shape[1] * (self.num_heads - 1) < dim:
+            weight = self.k_linear.weight.view(self.num_heads, self.head_dim, dim)  # (H, hd, dim)
+            folded = torch.einsum("bhqe,hed->bhqd", query, weight)  # (B, H, q, dim)
+            key_bias = torch.einsum("bhqe,he->bhq", query, self.k_linear.bias.view(self.num_heads, self.head_dim))
+            return torch.matmul(folded, key_positions.unsqueeze(1).transpose(-1, -2)) + key_bias.unsqueeze(-1)
         key = self.k_linear(key_positions)
-        query = query.view(*query.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
         key = key.view(*key.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
         return torch.matmul(query, key.transpose(-1, -2))
 

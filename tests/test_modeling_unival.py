@@ -389,3 +389,44 @@ def test_generate_beyond_max_target_positions_is_named(model):
     del batch["decoder_input_ids"]
     with pytest.raises(ValueError, match="max_target_positions"):
         model.generate(**batch, max_new_tokens=100, min_new_tokens=100)
+
+
+def test_answer_trie_restricts_generation_to_the_answer_set():
+    from modeling_unival.constrained_decoding import AnswerTrie
+    from transformers import LogitsProcessorList
+
+    model = tiny_model()
+    answers = [[117, 2], [4420, 2], [80, 3678, 2], [80, 1275, 6399, 2]]  # token ids, each ending with </s>
+    trie = AnswerTrie(answers, eos_token_id=2)
+    assert sorted(trie.next_tokens([])) == [80, 117, 4420]
+    assert sorted(trie.next_tokens([80])) == [1275, 3678]
+    assert trie.next_tokens([80, 3678]) == [2]
+    assert trie.next_tokens([999]) == [2]
+    batch = batch_for(["image", "audio", "text"])
+    del batch["decoder_input_ids"]
+    for kwargs in ({"num_beams": 1}, {"num_beams": 3}, {"do_sample": True, "top_k": 0}):
+        with torch.no_grad():
+            out = model.generate(
+                **batch, max_new_tokens=6, logits_processor=LogitsProcessorList([trie.logits_processor()]), **kwargs
+            )
+        for row in out[:, 1:].tolist():
+            row = [t for t in row if t != 1]
+            assert row in answers, (kwargs, row)
+        with torch.no_grad():
+            out_fn = model.generate(**batch, max_new_tokens=6, prefix_allowed_tokens_fn=trie.prefix_allowed_tokens_fn(), num_beams=1)
+        assert all([t for t in row if t != 1] in answers for row in out_fn[:, 1:].tolist())
+    with pytest.raises(ValueError, match="at least one answer"):
+        AnswerTrie([])
+
+
+def test_position_bias_folded_and_direct_forms_agree():
+    from modeling_unival.modeling_unival import UnivalPositionBias
+
+    config = tiny_config()
+    torch.manual_seed(0)
+    bias = UnivalPositionBias(config, config.decoder_attention_heads)
+    queries, keys = torch.randn(2, 1, config.d_model), torch.randn(2, 40, config.d_model)  # 1 query: folded form
+    folded = bias(queries, keys)
+    many = bias(torch.cat([queries] * 20, dim=1), keys)[:, :, :1]  # 20 queries: direct form
+    torch.testing.assert_close(folded, many, rtol=0, atol=1e-5)
+    assert folded.shape == (2, config.decoder_attention_heads, 1, 40)
