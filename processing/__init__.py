@@ -1,0 +1,84 @@
+"""Processing classes of UnIVAL for 🤗 transformers.
+
+Importing this package registers the classes with the Auto classes for the model type `"unival"`:
+`AutoTokenizer`, `AutoImageProcessor` (both backends), `AutoVideoProcessor` (both backends, through its mapping: the
+class itself needs torchvision in transformers 5.x), `AutoFeatureExtractor` and `AutoProcessor` (and `AutoConfig`,
+with `exist_ok=True`, so registering the config again elsewhere is harmless).
+
+Layout:
+
+- `constants.py`: token ids, vocabulary layout, `Modality`, normalisation constants, default sizes;
+- `prompts.py`: task prompts and targets, `pre_caption` / `pre_question`, answer / caption clean-up;
+- `boxes.py`: box quantisation into `<bin_i>` tokens and back;
+- `tokenization_unival.py`, `image_processing_unival.py`, `video_processing_unival.py`,
+  `feature_extraction_unival.py`, `processing_unival.py`: the processing classes.
+"""
+
+from transformers import AutoConfig, AutoFeatureExtractor, AutoImageProcessor, AutoProcessor, AutoTokenizer
+from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
+
+from modeling_unival.configuration_unival import UnivalConfig
+
+from .boxes import bin_token, bins_to_box, box_to_bins, extract_bins, quantize_box
+from .constants import Modality
+from .feature_extraction_unival import UnivalFeatureExtractor
+from .image_processing_unival import UnivalImageProcessor
+from .processing_unival import UnivalProcessor
+from .prompts import (
+    TASKS,
+    build_prompt,
+    build_target,
+    clean_caption_target,
+    postprocess_caption,
+    postprocess_vqa_answer,
+    pre_caption,
+    pre_question,
+)
+from .tokenization_unival import UnivalTokenizer
+from .video_processing_unival import UnivalVideoProcessor, sample_frame_indices
+
+
+def register_auto_classes() -> None:
+    """Register the UnIVAL processing classes with the transformers Auto classes (idempotent)."""
+    AutoConfig.register(UnivalConfig.model_type, UnivalConfig, exist_ok=True)
+    AutoTokenizer.register(UnivalConfig, tokenizer_class=UnivalTokenizer, exist_ok=True)
+    AutoImageProcessor.register(
+        UnivalConfig,
+        image_processor_classes={"pil": UnivalImageProcessor, "torchvision": UnivalImageProcessor},
+        exist_ok=True,
+    )
+    # `AutoVideoProcessor` itself cannot be touched without torchvision in transformers 5.x (the class is gated by a
+    # `requires` on torchvision), so register in its mapping directly: this is what `AutoVideoProcessor.register`
+    # does, and `AutoVideoProcessor.from_pretrained` then finds the class wherever torchvision is installed.
+    VIDEO_PROCESSOR_MAPPING.register(
+        UnivalConfig, {"pil": UnivalVideoProcessor, "torchvision": UnivalVideoProcessor}, exist_ok=True
+    )
+    AutoFeatureExtractor.register(UnivalConfig, UnivalFeatureExtractor, exist_ok=True)
+    AutoProcessor.register(UnivalConfig, UnivalProcessor, exist_ok=True)
+
+
+register_auto_classes()
+
+__all__ = [
+    "TASKS",
+    "Modality",
+    "UnivalFeatureExtractor",
+    "UnivalImageProcessor",
+    "UnivalProcessor",
+    "UnivalTokenizer",
+    "UnivalVideoProcessor",
+    "bin_token",
+    "bins_to_box",
+    "box_to_bins",
+    "build_prompt",
+    "build_target",
+    "clean_caption_target",
+    "extract_bins",
+    "postprocess_caption",
+    "postprocess_vqa_answer",
+    "pre_caption",
+    "pre_question",
+    "quantize_box",
+    "register_auto_classes",
+    "sample_frame_indices",
+]

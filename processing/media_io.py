@@ -1,0 +1,99 @@
+"""Small helpers shared by the UnIVAL processors to accept files, bytes and arrays with clear errors."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .constants import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+
+PathLike = (str, os.PathLike)
+BytesLike = (bytes, bytearray, memoryview)
+
+
+def is_path(value) -> bool:
+    return isinstance(value, PathLike)
+
+
+def is_bytes(value) -> bool:
+    return isinstance(value, BytesLike)
+
+
+def describe(value) -> str:
+    """Short description of an input for error messages."""
+    if is_path(value):
+        return repr(os.fspath(value))
+    if is_bytes(value):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, np.ndarray):
+        return f"<array shape={value.shape} dtype={value.dtype}>"
+    return f"<{type(value).__name__}>"
+
+
+def check_file(path, kind: str) -> Path:
+    """Validate a path given for `kind` ("image", "video" or "audio"): not a URL, existing, a file, not empty."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = text.decode()
+    if text.startswith(("http://", "https://", "ftp://")):
+        raise ValueError(f"{kind} {text!r} is a URL: URLs are not downloaded; download the file and pass its path")
+    file = Path(text)
+    if not file.exists():
+        raise FileNotFoundError(f"{kind} file not found: {text!r}")
+    if not file.is_file():
+        raise ValueError(f"{kind} path {text!r} is not a file")
+    if file.stat().st_size == 0:
+        raise ValueError(f"{kind} file {text!r} is empty (0 bytes)")
+    return file
+
+
+def check_bytes(data, kind: str) -> io.BytesIO:
+    if len(data) == 0:
+        raise ValueError(f"{kind} bytes are empty")
+    return io.BytesIO(bytes(data))
+
+
+def wrong_modality_hint(source, kind: str) -> str:
+    """A hint when a file's extension says it belongs to another modality (e.g. a .wav passed as an image)."""
+    if not is_path(source):
+        return ""
+    suffix = Path(os.fspath(source)).suffix.lower()
+    owners = []
+    if suffix in IMAGE_EXTENSIONS and kind != "image":
+        owners.append("an image (pass it as `images=`)")
+    if suffix in VIDEO_EXTENSIONS and kind != "video":
+        owners.append("a video (pass it as `videos=`)")
+    if suffix in AUDIO_EXTENSIONS and kind != "audio":
+        owners.append("an audio file (pass it as `audio=`)")
+    if owners:
+        return f"; the extension {suffix!r} suggests " + " or ".join(owners)
+    return ""
+
+
+def to_numpy(value):
+    """Convert torch tensors (and array-likes) to numpy without importing torch when it is not needed."""
+    if isinstance(value, np.ndarray):
+        return value
+    if type(value).__module__.startswith("torch"):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def is_array_like(value) -> bool:
+    return isinstance(value, np.ndarray) or type(value).__module__.startswith("torch")
+
+
+__all__ = [
+    "check_bytes",
+    "check_file",
+    "describe",
+    "is_array_like",
+    "is_bytes",
+    "is_path",
+    "to_numpy",
+    "wrong_modality_hint",
+]
