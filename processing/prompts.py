@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .constants import MAX_CAPTION_TARGET_WORDS, MAX_SOURCE_WORDS, MODALITY_NAMES, Modality
 
@@ -136,35 +136,58 @@ def postprocess_vqa_answer(text: str) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 # Tasks
 # --------------------------------------------------------------------------------------------------------------------
+# Inference settings of the original evaluation scripts (reference section 8), as `generate()` keyword arguments.
+# fairseq's beam search with `--unnormalized` ranks finished hypotheses by their summed log-probability: that is
+# `length_penalty=0.0`; it stops once `num_beams` hypotheses are finished: `early_stopping=True`.
+CAPTION_GENERATION = {
+    "num_beams": 5, "max_new_tokens": 22, "min_new_tokens": 1, "no_repeat_ngram_size": 3, "length_penalty": 0.0,
+    "early_stopping": True,
+}
+# VQA: beam 5, unnormalized; the original also restricts answers to a trie of its answer list (see
+# `modeling_unival.constrained_decoding.AnswerTrie`), which a checkpoint cannot store.
+ANSWER_GENERATION = {"num_beams": 5, "max_new_tokens": 16, "length_penalty": 0.0, "early_stopping": True}
+# RefCOCO: beam 5, exactly four location tokens, no repeated 3-gram.
+GROUNDING_GENERATION = {
+    "num_beams": 5, "min_new_tokens": 4, "max_new_tokens": 4, "no_repeat_ngram_size": 3, "early_stopping": True,
+}
+# yes / no / maybe style answers: one token and </s>.
+SHORT_ANSWER_GENERATION = {"num_beams": 5, "max_new_tokens": 3, "length_penalty": 0.0, "early_stopping": True}
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """Description of a task: the modality its prompt refers to, the decoder layout the original finetuning used
-    and the input sizes of the released recipes (informational: the processor never changes its sizes by itself)."""
+    """Description of a task: the modality its prompt refers to, the decoder layout the original finetuning used,
+    the input sizes of the released recipes (informational: the processor never changes its sizes by itself) and
+    the original's inference settings (`generation`, `generate()` keyword arguments)."""
 
     name: str
     modality: Modality | None  # None: follows the sample's modality
     prompt_type: str = "none"  # "none" or "prev_output"
     image_size: int | None = None
     num_frames: int | None = None
+    generation: dict = field(default_factory=dict, compare=False)
 
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec("caption", None, image_size=480, num_frames=16),
-        TaskSpec("image_caption", Modality.IMAGE, image_size=480),
-        TaskSpec("video_caption", Modality.VIDEO, num_frames=16),
-        TaskSpec("audio_caption", Modality.AUDIO),
-        TaskSpec("vqa", Modality.IMAGE, prompt_type="prev_output", image_size=480),
-        TaskSpec("video_qa", Modality.VIDEO, prompt_type="prev_output", num_frames=8),
-        TaskSpec("visual_grounding", Modality.IMAGE, image_size=512),
-        TaskSpec("grounded_caption", Modality.IMAGE, image_size=512),
-        TaskSpec("image_text_matching", Modality.IMAGE),
-        TaskSpec("video_text_matching", Modality.VIDEO),
-        TaskSpec("audio_text_matching", Modality.AUDIO),
-        TaskSpec("text_matching", None),
-        TaskSpec("visual_entailment", Modality.IMAGE, prompt_type="prev_output", image_size=480),
-        TaskSpec("qa_matching", None),
+        TaskSpec("caption", None, image_size=480, num_frames=16, generation=CAPTION_GENERATION),
+        TaskSpec("image_caption", Modality.IMAGE, image_size=480, generation=CAPTION_GENERATION),
+        TaskSpec("video_caption", Modality.VIDEO, num_frames=16, generation=CAPTION_GENERATION),
+        TaskSpec("audio_caption", Modality.AUDIO, generation=CAPTION_GENERATION),
+        TaskSpec("vqa", Modality.IMAGE, prompt_type="prev_output", image_size=480, generation=ANSWER_GENERATION),
+        TaskSpec("video_qa", Modality.VIDEO, prompt_type="prev_output", num_frames=8, generation=ANSWER_GENERATION),
+        TaskSpec("visual_grounding", Modality.IMAGE, image_size=512, generation=GROUNDING_GENERATION),
+        TaskSpec("grounded_caption", Modality.IMAGE, image_size=512, generation=CAPTION_GENERATION),
+        TaskSpec("image_text_matching", Modality.IMAGE, generation=SHORT_ANSWER_GENERATION),
+        TaskSpec("video_text_matching", Modality.VIDEO, generation=SHORT_ANSWER_GENERATION),
+        TaskSpec("audio_text_matching", Modality.AUDIO, generation=SHORT_ANSWER_GENERATION),
+        TaskSpec("text_matching", None, generation=SHORT_ANSWER_GENERATION),
+        TaskSpec(
+            "visual_entailment", Modality.IMAGE, prompt_type="prev_output", image_size=480,
+            generation=SHORT_ANSWER_GENERATION,
+        ),
+        TaskSpec("qa_matching", None, generation=SHORT_ANSWER_GENERATION),
         TaskSpec("text_to_image", Modality.TEXT),
     )
 }
