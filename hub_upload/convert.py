@@ -1,0 +1,164 @@
+"""Convert an original fairseq UnIVAL checkpoint into a complete `transformers` model directory.
+
+    python -m hub_upload.convert --checkpoint unival_vqa/checkpoint_best.pt --out unival-vqa --task vqa --ema
+
+The directory holds `model.safetensors`, `config.json` (with `auto_map` for `trust_remote_code`),
+`generation_config.json` (the task's inference settings from the original evaluation scripts), the processor and
+tokenizer files, the modeling code, and a model card (`README.md`). The conversion reloads the directory with
+`AutoModelForSeq2SeqLM` and runs one forward pass as a self-check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSeq2SeqLM, GenerationConfig
+
+from modeling_unival import UnivalForConditionalGeneration
+from modeling_unival.conversion import check_original_buffers, config_from_original_args, convert_original_state_dict
+from processing import UnivalFeatureExtractor, UnivalImageProcessor, UnivalProcessor, UnivalVideoProcessor
+from processing.prompts import resolve_task
+
+from .checkpoint import UnsafeCheckpointError, load_original_checkpoint, original_arguments, select_weights
+from .model_card import ConversionRecord, build_model_card
+
+
+logger = logging.getLogger(__name__)
+
+# `--task` choices: the original's task names, resolved through `processing.prompts` aliases.
+TASK_CHOICES = ("caption", "vqa", "refcoco", "snli_ve", "video_caption", "video_qa", "audio_caption")
+_TIED_KEYS = ("lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_processor(args: dict, task: str) -> UnivalProcessor:
+    """The processor of a converted checkpoint: image size, frames and crop size from the original arguments
+    (falling back on the task's released recipe)."""
+    spec = resolve_task(task)
+    image_size = args.get("patch_image_size") or spec.image_size or 480
+    if spec.name == "visual_grounding":
+        image_size = spec.image_size  # RefCOCO finetuning and evaluation resize to 512 whatever the stored argument
+    num_frames = args.get("num_frames") or spec.num_frames or 16
+    crop = args.get("patch_frame_size") or 384
+    return UnivalProcessor(
+        image_processor=UnivalImageProcessor(size=int(image_size)),
+        video_processor=UnivalVideoProcessor(num_frames=int(num_frames), crop_size=int(crop)),
+        feature_extractor=UnivalFeatureExtractor(),
+    )
+
+
+def convert_checkpoint(
+    checkpoint_path: str | Path,
+    out_dir: str | Path,
+    task: str = "caption",
+    ema: bool = False,
+    repo_id: str | None = None,
+) -> Path:
+    """Converts `checkpoint_path` into `out_dir` (see the module docstring) and returns `out_dir`."""
+    checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
+    spec = resolve_task(task)
+    print(f"[convert] reading {checkpoint_path} (restricted unpickler)")
+    checkpoint = load_original_checkpoint(checkpoint_path)
+    weights = select_weights(checkpoint, ema=ema)
+    args = original_arguments(checkpoint)
+    config = config_from_original_args(args, weights)
+    print(
+        f"[convert] {config.d_model} dims, {config.encoder_layers}+{config.decoder_layers} layers, vocabulary "
+        f"{config.vocab_size}, towers: image" + (", video" if config.video_config else "") + (", audio" if config.audio_config else "")
+    )
+
+    model = UnivalForConditionalGeneration(config)
+    missing, unexpected = model.load_state_dict(convert_original_state_dict(weights), strict=False)
+    missing = [k for k in missing if k not in _TIED_KEYS]
+    if missing or unexpected:
+        raise ValueError(f"the checkpoint does not fit the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.tie_weights()
+    model.eval()
+    buffer_checks = check_original_buffers(weights, config)
+    for key, equal in buffer_checks.items():
+        if not equal:
+            logger.warning("%s differs from the recomputed buckets (averaged checkpoint?); the port recomputes it", key)
+
+    processor = build_processor(args, spec.name)
+    if len(processor.tokenizer) != config.vocab_size:
+        logger.warning(
+            "the model's vocabulary (%d) differs from the UnIVAL tokenizer's (%d): this is not a released checkpoint",
+            config.vocab_size,
+            len(processor.tokenizer),
+        )
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        decoder_start_token_id=config.decoder_start_token_id,
+        **spec.generation,
+    )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    modalities = ["image"] + (["video"] if config.video_config else []) + (["audio"] if config.audio_config else [])
+    record = ConversionRecord(
+        source_file=checkpoint_path.name,
+        source_sha256=_sha256(checkpoint_path),
+        task=spec.name,
+        ema=ema,
+        modalities=modalities,
+        num_parameters=model.num_parameters(),
+        buffer_checks=buffer_checks,
+    )
+    build_model_card(repo_id or out_dir.name, record).save(out_dir / "README.md")
+    print(f"[convert] wrote {out_dir}")
+
+    self_check(model, out_dir)
+    return out_dir
+
+
+@torch.no_grad()
+def self_check(model: UnivalForConditionalGeneration, out_dir: Path) -> float:
+    """Reloads `out_dir` with `AutoModelForSeq2SeqLM` and compares one forward pass with the in-memory model."""
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(out_dir).eval()
+    generator = torch.Generator().manual_seed(0)
+    inputs = {
+        "input_ids": torch.tensor([[0, 4, 5, 6, 2]]),
+        "pixel_values": torch.randn(1, 3, 64, 64, generator=generator),
+        "decoder_input_ids": torch.tensor([[0, 7, 8]]),
+    }
+    difference = (reloaded(**inputs).logits - model(**inputs).logits).abs().max().item()
+    if difference > 1e-5:
+        raise RuntimeError(f"self-check failed: the reloaded model differs by {difference:.2e}")
+    print(f"[convert] self-check: reloaded with AutoModelForSeq2SeqLM, forward pass identical (max diff {difference:.1e})")
+    return difference
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, type=Path, help="original fairseq checkpoint (.pt)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory, e.g. unival-base")
+    parser.add_argument("--task", default="caption", choices=TASK_CHOICES, help="sets the processor sizes and generation settings")
+    parser.add_argument("--ema", action="store_true", help="convert the EMA weights (VQA and video-QA finetunes)")
+    parser.add_argument("--repo-id", default=None, help="name used in the model card's usage snippet")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="[convert] %(levelname)s %(message)s")
+    try:
+        convert_checkpoint(args.checkpoint, args.out, task=args.task, ema=args.ema, repo_id=args.repo_id)
+    except (FileNotFoundError, ValueError, NotImplementedError, UnsafeCheckpointError) as error:
+        print(f"[convert] error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
