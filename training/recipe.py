@@ -1,0 +1,140 @@
+"""Training recipes: one YAML/JSON file declares a run's model, data sources and curriculum stages.
+
+```yaml
+name: synthetic-tiny
+seed: 0
+model: {preset: unival-tiny, overrides: {d_model: 64}}   # or {init_from: path/to/checkpoint}
+processor: {image_size: 128, num_frames: 8, video_crop_size: 64, audio_max_length: 96000}
+sources:
+  world: {type: synthetic, path: outputs/world, num_examples: 4000, seed: 0}
+  coco: {type: tsv, kind: caption, files: [data/caption_train.tsv], media_root: data/images}
+  vqa: {type: hf, path: data/vqa_arrow, task: vqa, columns: {image: image, question: question, answers: answers}}
+stages:
+  - name: image_text
+    datasets: [{source: world, tasks: [caption, vqa, visual_grounding]}]
+    sampling: {temperature: 2.0}            # or {weights: {caption: 0.5, vqa: 0.3, visual_grounding: 0.2}}
+    processor: {image_size: 96}             # stage-specific processor settings (e.g. resolution)
+    training: {max_steps: 300, learning_rate: 1.0e-3, per_device_train_batch_size: 16}
+  - name: video                             # starts from the previous stage's weights
+    datasets: [{source: world, tasks: [caption, vqa, video_caption, video_qa]}]
+```
+
+Relative paths in a recipe are resolved against the current directory (not the recipe file), so shipped recipes
+run from the project root and write under `outputs/`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+SOURCE_TYPES = ("synthetic", "tsv", "hf")
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+@dataclass
+class DatasetSelection:
+    """Which examples of a source a stage uses."""
+
+    source: str
+    tasks: list[str] | None = None  # None: every task of the source
+    split: str = "train"
+    max_examples: int | None = None
+
+
+@dataclass
+class StageSpec:
+    name: str
+    datasets: list[DatasetSelection]
+    sampling: dict[str, Any] = field(default_factory=dict)  # {"temperature": T} or {"weights": {group: w}}
+    processor: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)  # TrainingArguments fields
+    eval_split: str | None = "validation"
+    eval_max_examples: int | None = 200
+    init_from: str | None = None  # None: previous stage (or the recipe's model for the first stage)
+
+
+@dataclass
+class Recipe:
+    name: str
+    stages: list[StageSpec]
+    sources: dict[str, dict[str, Any]]
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "unival-tiny"})
+    processor: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def stage(self, name: str) -> StageSpec:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise ValueError(f"recipe {self.name!r} has no stage {name!r}; stages: {[s.name for s in self.stages]}")
+
+
+def _require_keys(where: str, mapping: dict, allowed: set[str]) -> None:
+    unknown = set(mapping) - allowed
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def parse_recipe(data: dict[str, Any]) -> Recipe:
+    """Validates a recipe dict (see the module docstring) and builds a `Recipe`."""
+    if not isinstance(data, dict):
+        raise ValueError("a recipe must be a mapping")
+    _require_keys("recipe", data, {"name", "seed", "model", "processor", "sources", "stages"})
+    sources = data.get("sources") or {}
+    for name, source in sources.items():
+        if source.get("type") not in SOURCE_TYPES:
+            raise ValueError(f"source {name!r}: type must be one of {SOURCE_TYPES}, got {source.get('type')!r}")
+    stages = []
+    for index, raw in enumerate(data.get("stages") or []):
+        where = f"stage {raw.get('name', index)!r}"
+        _require_keys(where, raw, {f.name for f in StageSpec.__dataclass_fields__.values()})
+        selections = []
+        for selection in raw.get("datasets") or []:
+            _require_keys(f"{where} dataset", selection, set(DatasetSelection.__dataclass_fields__))
+            if selection.get("source") not in sources:
+                raise ValueError(f"{where}: unknown source {selection.get('source')!r}; sources: {sorted(sources)}")
+            selections.append(DatasetSelection(**selection))
+        if not selections:
+            raise ValueError(f"{where}: no datasets")
+        sampling = raw.get("sampling") or {}
+        _require_keys(f"{where} sampling", sampling, {"temperature", "weights"})
+        if "temperature" in sampling and "weights" in sampling:
+            raise ValueError(f"{where}: give sampling weights or a temperature, not both")
+        stages.append(StageSpec(**{**raw, "name": raw.get("name", f"stage{index + 1}"), "datasets": selections}))
+    if not stages:
+        raise ValueError("a recipe needs at least one stage")
+    names = [stage.name for stage in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names must be unique, got {names}")
+    return Recipe(
+        name=data.get("name", "recipe"),
+        stages=stages,
+        sources=sources,
+        model=data.get("model") or {"preset": "unival-tiny"},
+        processor=data.get("processor") or {},
+        seed=int(data.get("seed", 0)),
+    )
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Loads a recipe file (.yaml/.yml/.json); a bare name loads a shipped recipe from `training/recipes/`."""
+    path = Path(path)
+    if not path.exists() and not path.suffix:
+        for suffix in (".yaml", ".json"):
+            if (RECIPES_DIR / f"{path.name}{suffix}").exists():
+                path = RECIPES_DIR / f"{path.name}{suffix}"
+                break
+    if not path.exists():
+        raise FileNotFoundError(f"no recipe at {path}; shipped recipes: {sorted(p.stem for p in RECIPES_DIR.glob('*.yaml'))}")
+    text = path.read_text()
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    return parse_recipe(data)
+
+
+__all__ = ["DatasetSelection", "Recipe", "StageSpec", "load_recipe", "parse_recipe"]
