@@ -306,7 +306,7 @@ class UnivalProcessor(ProcessorMixin):
         task: str | None = None,
         targets: str | list[str] | None = None,
         text_target: str | list[str] | None = None,
-        prompt_type: str | None = None,
+        prompt_type: str | Sequence[str] | None = None,
         label_weights: float | Sequence[float] | None = None,
         format_targets: bool = True,
         return_tensors=None,
@@ -332,7 +332,8 @@ class UnivalProcessor(ProcessorMixin):
             targets / text_target: decoder targets (one per sample). A target gets one leading space, as the
                 original formats `" {caption}"` / `" {answer}"`, unless it starts with whitespace or a `<bin_...>` /
                 `<code_...>` token (`format_targets=False` keeps targets verbatim).
-            prompt_type: `"none"` or `"prev_output"` (see the class docstring).
+            prompt_type: `"none"` or `"prev_output"` (see the class docstring), or one of them per sample (a batch
+                may mix the layouts, e.g. VQA with captioning).
             label_weights: per-sample loss weights (VQA answer confidences), returned as `label_weights`.
             return_tensors: `"pt"`, `"np"` or `None` (numpy arrays).
             padding / truncation: accepted for compatibility with generic callers; only `True` / `"longest"` (the
@@ -377,8 +378,9 @@ class UnivalProcessor(ProcessorMixin):
             task_fields[field] = text
             text = None
         prompt_type = prompt_type if prompt_type is not None else (spec.prompt_type if spec is not None else "none")
-        if prompt_type not in PROMPT_TYPES:
-            raise ValueError(f"prompt_type must be one of {PROMPT_TYPES}, got {prompt_type!r}")
+        for value in [prompt_type] if isinstance(prompt_type, str) else prompt_type:
+            if value not in PROMPT_TYPES:
+                raise ValueError(f"prompt_type must be one of {PROMPT_TYPES} (or a list of them), got {value!r}")
         max_source_length = self.max_source_length if max_source_length is None else int(max_source_length)
         max_target_length = self.max_target_length if max_target_length is None else int(max_target_length)
         if max_source_length < 2 or max_target_length < 2:
@@ -406,6 +408,12 @@ class UnivalProcessor(ProcessorMixin):
                 )
         if splits["label_weights"] is not None and splits["targets"] is None:
             raise ValueError("`label_weights` needs `targets`")
+        if isinstance(prompt_type, str):
+            prompt_types = [prompt_type] * batch_size
+        else:
+            prompt_types = list(prompt_type)
+            if len(prompt_types) != batch_size:
+                raise ValueError(f"prompt_type has {len(prompt_types)} entries for a batch of {batch_size}")
 
         # 2. modality of each sample
         modalities = []
@@ -465,7 +473,7 @@ class UnivalProcessor(ProcessorMixin):
         if splits["targets"] is not None:
             target_texts = [_take(splits["targets"], i) for i in range(batch_size)]
             data.update(
-                self._build_targets(target_texts, source_ids, prompt_type, max_target_length, format_targets)
+                self._build_targets(target_texts, source_ids, prompt_types, max_target_length, format_targets)
             )
             if splits["label_weights"] is not None:
                 weights = np.asarray([_take(splits["label_weights"], i) for i in range(batch_size)], dtype=np.float32)
@@ -473,8 +481,8 @@ class UnivalProcessor(ProcessorMixin):
                     raise ValueError("label_weights must be finite numbers")
                 data["label_weights"] = weights
         elif return_decoder_prompt:
-            if prompt_type != "prev_output":
-                raise ValueError("return_decoder_prompt needs prompt_type='prev_output'")
+            if any(value != "prev_output" for value in prompt_types):
+                raise ValueError("return_decoder_prompt needs prompt_type='prev_output' for every sample")
             prefixes = [[BOS_TOKEN_ID] + ids[1:-1] for ids in source_ids]
             decoder_ids, decoder_mask = _pad(prefixes, self.tokenizer.pad_token_id, left=True)
             data["decoder_input_ids"] = decoder_ids
@@ -572,7 +580,7 @@ class UnivalProcessor(ProcessorMixin):
             result.append(ids)
         return result
 
-    def _build_targets(self, target_texts, source_ids, prompt_type, max_target_length, format_targets) -> dict:
+    def _build_targets(self, target_texts, source_ids, prompt_types, max_target_length, format_targets) -> dict:
         texts = []
         for index, target in enumerate(target_texts):
             if target is None or not target.strip():
@@ -581,7 +589,7 @@ class UnivalProcessor(ProcessorMixin):
         target_ids = self._encode(texts, max_target_length - 1, add_special_tokens=False, what="target")
         decoder_inputs, labels = [], []
         for index, tokens in enumerate(target_ids):
-            prefix = source_ids[index][1:-1] if prompt_type == "prev_output" else []
+            prefix = source_ids[index][1:-1] if prompt_types[index] == "prev_output" else []
             room = max_target_length - 1 - len(prefix)
             if room <= 0:
                 raise ValueError(
