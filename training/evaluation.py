@@ -1,0 +1,238 @@
+"""Generation-based evaluation of every task, with the task's standard metric and a prior baseline.
+
+    python -m training.evaluation --model outputs/pretrain/high_resolution/final --world outputs/synthetic-world
+
+For each task the model generates (with the task's inference settings, or the overrides given) and is scored:
+
+| task | metric |
+| --- | --- |
+| caption, video_caption, audio_caption, grounded_caption | CIDEr-D (and BLEU-4) |
+| vqa, video_qa | VQA score (confidence of the predicted answer, as the original) or the 10-annotator accuracy |
+| visual_grounding | accuracy at IoU >= 0.5 (boxes in pixels of the original image) |
+| matching tasks, qa_matching, visual_entailment | accuracy (answers restricted to the label set, as the original scores candidates) |
+
+"Prior" baselines are computed on the same examples without looking at the media: the most frequent training
+target (captions, answers, labels) or the mean training box. A model that beats them uses its input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from modeling_unival.constrained_decoding import AnswerTrie
+from processing.constants import BIN_TOKEN_OFFSET, NUM_BINS
+from training.metrics import classification_accuracy, cider_d, coco_bleu, grounding_accuracy, vqa_accuracy, vqa_score
+
+
+CAPTION_TASKS = ("caption", "video_caption", "audio_caption", "grounded_caption")
+ANSWER_TASKS = ("vqa", "video_qa")
+LABEL_TASKS = ("image_text_matching", "video_text_matching", "audio_text_matching", "qa_matching", "visual_entailment")
+LABEL_SETS = {"visual_entailment": ("yes", "no", "maybe")}
+
+
+def _references(example: dict) -> list[str]:
+    answers = [a for a in (example.get("answers") or []) if a]
+    return answers or [example["target"]]
+
+
+class LocationTokensOnly(LogitsProcessor):
+    """Allows only `<bin_i>` tokens (grounding with `constrain_grounding=True`; the original does not constrain)."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        mask = torch.full_like(scores, float("-inf"))
+        mask[:, BIN_TOKEN_OFFSET : BIN_TOKEN_OFFSET + NUM_BINS] = 0.0
+        return scores + mask
+
+
+@torch.no_grad()
+def generate_predictions(
+    model,
+    collator,
+    examples: list[dict],
+    batch_size: int = 16,
+    generation_overrides: dict | None = None,
+    answer_vocabulary: dict[str, list[str]] | None = None,
+    constrain_grounding: bool = False,
+) -> list[dict]:
+    """Runs `generate()` task by task (`collator.iter_generation_batches`) and returns one record per example:
+    `{"id", "task", "prediction", "reference"}`; grounding predictions are pixel boxes (or None)."""
+    processor = collator.processor
+    tokenizer = processor.tokenizer
+    model.eval()
+    records = []
+    for batch in collator.iter_generation_batches(examples, batch_size):
+        kwargs = {**batch.generation_kwargs, **(generation_overrides or {})}
+        processors = []
+        labels = LABEL_SETS.get(batch.task, ("yes", "no")) if batch.task in LABEL_TASKS else None
+        if labels is None and answer_vocabulary and batch.task in answer_vocabulary:
+            labels = answer_vocabulary[batch.task]
+        if labels is not None:
+            trie = AnswerTrie.from_answers(labels, tokenizer)
+            processors.append(trie.logits_processor(prompt_length=batch.decoder_prompt_length))
+            kwargs["max_new_tokens"] = max(kwargs.get("max_new_tokens", 0), max(len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in labels) + 1)
+            kwargs.pop("min_new_tokens", None)
+        if batch.task == "visual_grounding" and constrain_grounding:
+            processors.append(LocationTokensOnly())
+        if processors:
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
+        generated = model.generate(**batch.inputs, **kwargs)
+        if batch.task == "visual_grounding":
+            sizes = [ref["image_size"] for ref in batch.references]
+            predictions = [item["box"] for item in processor.post_process_grounding(generated, sizes)]
+        elif batch.task in CAPTION_TASKS:
+            predictions = processor.post_process_caption(generated)
+        else:
+            predictions = processor.post_process_vqa(generated, prompt_lengths=batch.decoder_prompt_length)
+        for prediction, reference in zip(predictions, batch.references):
+            records.append({"id": reference.get("id"), "task": batch.task, "prediction": prediction, "reference": reference})
+    return records
+
+
+def score_task(task: str, predictions: list, references: list[dict]) -> dict[str, float]:
+    """The task's metrics for predictions (strings, or boxes for grounding) against schema-style references."""
+    if task in CAPTION_TASKS:
+        refs = [_references(r) for r in references]
+        result = {"cider": cider_d(predictions, refs)["cider_d"] * 100}
+        result["bleu4"] = coco_bleu(predictions, refs)["bleu_4"] * 100
+        return result
+    if task in ANSWER_TASKS:
+        if all(r.get("answer_confidences") for r in references):
+            # {answer: confidence} references: the original UnIVAL/OFA VQA score.
+            confidences = [dict(zip(r["answers"], r["answer_confidences"])) for r in references]
+            return {"vqa_score": vqa_score(predictions, confidences, normalize=True)["vqa_score"] * 100}
+        return {"vqa_accuracy": vqa_accuracy(predictions, [_references(r) for r in references])["vqa_accuracy"] * 100}
+    if task == "visual_grounding":
+        boxes = [p if p is not None else [0.0, 0.0, 0.0, 0.0] for p in predictions]
+        result = grounding_accuracy(boxes, [r["box"] for r in references])
+        return {"accuracy@0.5": result["accuracy"] * 100, "mean_iou": result["mean_iou"] * 100}
+    return {"accuracy": classification_accuracy(predictions, [r["target"] for r in references])["accuracy"] * 100}
+
+
+def prior_predictions(task: str, train_examples: Iterable[dict], references: list[dict]):
+    """What a model that ignores the media would answer: the most frequent training target, or the mean box."""
+    train = [e for e in train_examples if e["task"] == task]
+    if not train:
+        return None
+    if task == "visual_grounding":
+        # The mean training box, in relative coordinates, mapped to each test image.
+        rel = []
+        for e in train:
+            if e.get("image") is None or not e.get("boxes"):
+                continue
+            width, height = e["image"].size
+            x0, y0, x1, y1 = e["boxes"][0]
+            rel.append((x0 / width, y0 / height, x1 / width, y1 / height))
+        if not rel:
+            return None
+        mean = [sum(v[i] for v in rel) / len(rel) for i in range(4)]
+        out = []
+        for r in references:
+            height, width = r["image_size"]
+            out.append([mean[0] * width, mean[1] * height, mean[2] * width, mean[3] * height])
+        return out
+    most_common = Counter(e["target"] for e in train).most_common(1)[0][0]
+    return [most_common] * len(references)
+
+
+def evaluate_examples(
+    model,
+    collator,
+    examples: list[dict],
+    train_examples: list[dict] | None = None,
+    batch_size: int = 16,
+    generation_overrides: dict | None = None,
+    constrain_answers: bool = True,
+    constrain_grounding: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Scores every task present in `examples`. With `train_examples`, also the prior baseline of each task
+    (keys prefixed `prior_`), and VQA answers are restricted to the training answers (`constrain_answers`, the
+    original's answer trie)."""
+    vocabulary = None
+    if train_examples is not None and constrain_answers:
+        vocabulary = defaultdict(set)
+        for e in train_examples:
+            if e["task"] in ANSWER_TASKS:
+                vocabulary[e["task"]].update(a for a in (e.get("answers") or [e["target"]]) if a)
+        vocabulary = {task: sorted(answers) for task, answers in vocabulary.items()}
+    records = generate_predictions(
+        model, collator, examples, batch_size, generation_overrides, vocabulary, constrain_grounding
+    )
+    by_task = defaultdict(list)
+    for record in records:
+        by_task[record["task"]].append(record)
+    results = {}
+    for task, items in sorted(by_task.items()):
+        predictions = [item["prediction"] for item in items]
+        references = [item["reference"] for item in items]
+        scores = score_task(task, predictions, references)
+        scores["examples"] = len(items)
+        if train_examples is not None:
+            prior = prior_predictions(task, train_examples, references)
+            if prior is not None:
+                for name, value in score_task(task, prior, references).items():
+                    scores[f"prior_{name}"] = value
+        results[task] = scores
+    return results
+
+
+def format_results(results: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'task':22s} {'metric':14s} {'model':>8s} {'prior':>8s} {'n':>5s}"]
+    for task, scores in results.items():
+        main = next(k for k in scores if not k.startswith("prior_") and k != "examples")
+        prior = scores.get(f"prior_{main}")
+        lines.append(
+            f"{task:22s} {main:14s} {scores[main]:8.1f} {'' if prior is None else f'{prior:8.1f}':>8s} {scores['examples']:5d}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="a saved UnIVAL directory (model + processor)")
+    parser.add_argument("--world", required=True, help="a synthetic world directory (training.data.synthetic)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--max-per-task", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-beams", type=int, default=None, help="override the tasks' beam sizes")
+    parser.add_argument("--output", type=Path, default=None, help="write the results as JSON")
+    args = parser.parse_args(argv)
+
+    import modeling_unival  # noqa: F401  (registers the Auto classes)
+    from transformers import AutoModelForSeq2SeqLM, AutoProcessor
+
+    from training.collator import UnivalMultitaskCollator
+    from training.data.synthetic import load_world
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(args.model)
+    processor = AutoProcessor.from_pretrained(args.model)
+    world = load_world(args.world)
+    examples = list(world[args.split])
+    if args.max_per_task:
+        counts, kept = Counter(), []
+        for example in examples:
+            if counts[example["task"]] < args.max_per_task:
+                counts[example["task"]] += 1
+                kept.append(example)
+        examples = kept
+    overrides = {"num_beams": args.num_beams} if args.num_beams else None
+    collator = UnivalMultitaskCollator(processor, training=False)
+    results = evaluate_examples(model, collator, examples, list(world["train"]), args.batch_size, overrides)
+    print(format_results(results))
+    if args.output:
+        args.output.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
