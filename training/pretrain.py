@@ -49,6 +49,7 @@ DEFAULT_TRAINING_ARGS = {
     "save_steps": 200,
     "save_total_limit": 2,
     "dataloader_num_workers": 0,
+    "dataloader_pin_memory": torch.cuda.is_available(),
     "lr_scheduler_type": "linear",  # the original's polynomial decay with power 1 and end lr 0
     "adam_beta2": 0.999,
     "adam_epsilon": 1e-8,
@@ -273,6 +274,7 @@ def run_stage(
         "train_loss": result.training_loss,
         "global_step": result.global_step,
         "seconds": round(time.perf_counter() - start, 1),
+        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
         "sampling_weights": probabilities,
         "realised_proportions": sampler.realised_proportions(),
     }
