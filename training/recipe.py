@@ -35,6 +35,8 @@ import yaml
 
 SOURCE_TYPES = ("synthetic", "tsv", "hf")
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+# Config fields a stage may change: both are read at every forward pass, so they take effect on a built model.
+STAGE_MODEL_FIELDS = ("sample_patch_num", "label_smoothing")
 
 
 @dataclass
@@ -43,6 +45,7 @@ class DatasetSelection:
 
     source: str
     tasks: list[str] | None = None  # None: every task of the source
+    modalities: list[str] | None = None  # None: every modality (e.g. keep only image qa_matching in an image stage)
     split: str = "train"
     max_examples: int | None = None
 
@@ -53,6 +56,7 @@ class StageSpec:
     datasets: list[DatasetSelection]
     sampling: dict[str, Any] = field(default_factory=dict)  # {"temperature": T} or {"weights": {group: w}}
     processor: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)  # training-time config fields: sample_patch_num, label_smoothing
     training: dict[str, Any] = field(default_factory=dict)  # TrainingArguments fields
     eval_split: str | None = "validation"
     eval_max_examples: int | None = 200
@@ -102,6 +106,7 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
             selections.append(DatasetSelection(**selection))
         if not selections:
             raise ValueError(f"{where}: no datasets")
+        _require_keys(f"{where} model", raw.get("model") or {}, set(STAGE_MODEL_FIELDS))
         sampling = raw.get("sampling") or {}
         _require_keys(f"{where} sampling", sampling, {"temperature", "weights"})
         if "temperature" in sampling and "weights" in sampling:
