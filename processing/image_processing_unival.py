@@ -12,7 +12,17 @@ from transformers.image_processing_base import BatchFeature
 from transformers.image_utils import PILImageResampling
 
 from .constants import DEFAULT_IMAGE_SIZE, IMAGE_MEAN, IMAGE_STD, RESCALE_FACTOR
-from .media_io import check_bytes, check_file, describe, is_array_like, is_bytes, is_path, to_numpy, wrong_modality_hint
+from .media_io import (
+    check_bytes,
+    check_file,
+    describe,
+    is_array_like,
+    is_bytes,
+    is_path,
+    resolve_call_options,
+    to_numpy,
+    wrong_modality_hint,
+)
 
 
 
@@ -166,17 +176,7 @@ class UnivalImageProcessor(PilBackend):
         super().__init__(**kwargs)
 
     def _resolve(self, kwargs: dict) -> dict:
-        unknown = set(kwargs) - set(self.valid_kwargs.__annotations__)
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__} got unexpected option(s) {sorted(unknown)}; "
-                f"valid options: {sorted(self.valid_kwargs.__annotations__)}"
-            )
-        options = {name: kwargs.get(name, getattr(self, name, None)) for name in self.valid_kwargs.__annotations__}
-        for name in options:
-            if options[name] is None:
-                options[name] = getattr(self, name, None)
-        return options
+        return resolve_call_options(self, kwargs)
 
     def get_image_sizes(self, images) -> list[tuple[int, int]]:
         """Original `(height, width)` of each image (files are opened lazily: only their header is read)."""

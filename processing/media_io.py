@@ -97,3 +97,17 @@ __all__ = [
     "to_numpy",
     "wrong_modality_hint",
 ]
+
+
+def resolve_call_options(processor, kwargs: dict, extra_note: str = "") -> dict:
+    """A sub-processor call's options: each of `processor.valid_kwargs` taken from `kwargs`, or from the
+    processor's own setting when absent or None. Unknown names raise a `TypeError` that lists the valid ones."""
+    valid = processor.valid_kwargs.__annotations__
+    unknown = set(kwargs) - set(valid)
+    if unknown:
+        raise TypeError(
+            f"{type(processor).__name__} got unexpected option(s) {sorted(unknown)}; "
+            f"valid options: {sorted(valid)}{extra_note}"
+        )
+    return {name: getattr(processor, name, None) if kwargs.get(name) is None else kwargs[name] for name in valid}
+

@@ -14,7 +14,17 @@ from transformers.image_utils import PILImageResampling
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from .constants import DEFAULT_NUM_FRAMES, DEFAULT_VIDEO_CROP_SIZE, IMAGE_MEAN, IMAGE_STD, RESCALE_FACTOR
-from .media_io import check_bytes, check_file, describe, is_array_like, is_bytes, is_path, to_numpy, wrong_modality_hint
+from .media_io import (
+    check_bytes,
+    check_file,
+    describe,
+    is_array_like,
+    is_bytes,
+    is_path,
+    resolve_call_options,
+    to_numpy,
+    wrong_modality_hint,
+)
 
 
 FRAME_SAMPLING_MODES = ("middle", "random")
@@ -298,17 +308,7 @@ class UnivalVideoProcessor(VideoProcessorMixin, PilBackend):
         super().__init__(**kwargs)
 
     def _resolve(self, kwargs: dict) -> dict:
-        unknown = set(kwargs) - set(self.valid_kwargs.__annotations__)
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__} got unexpected option(s) {sorted(unknown)}; "
-                f"valid options: {sorted(self.valid_kwargs.__annotations__)} and seed, generator, return_tensors"
-            )
-        options = {}
-        for name in self.valid_kwargs.__annotations__:
-            value = kwargs.get(name)
-            options[name] = getattr(self, name, None) if value is None else value
-        return options
+        return resolve_call_options(self, kwargs, extra_note=" and seed, generator, return_tensors")
 
     @staticmethod
     def _sampling_mode(value) -> str | None:
