@@ -45,6 +45,7 @@ REQUIRED_TRAINING_ARGS = {
 DEFAULT_TRAINING_ARGS = {
     "report_to": [],
     "logging_steps": 10,
+    "per_device_eval_batch_size": 32,
     "save_strategy": "steps",
     "save_steps": 200,
     "save_total_limit": 2,

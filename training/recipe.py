@@ -59,7 +59,7 @@ class StageSpec:
     model: dict[str, Any] = field(default_factory=dict)  # training-time config fields: sample_patch_num, label_smoothing
     training: dict[str, Any] = field(default_factory=dict)  # TrainingArguments fields
     eval_split: str | None = "validation"
-    eval_max_examples: int | None = 200
+    eval_max_examples: int | None = 50  # per task: the stage's validation loss, not its generation metrics
     init_from: str | None = None  # None: previous stage (or the recipe's model for the first stage)
 
 
