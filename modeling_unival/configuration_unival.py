@@ -22,6 +22,10 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig, ResNetConfig
 from transformers.configuration_utils import SubConfigSpec
 
+# Registers the UnIVAL pipelines (see its docstring): here, so that loading a checkpoint's configuration with
+# `trust_remote_code=True` registers them before `pipeline()` resolves its task.
+from .pipeline_unival import register_pipelines  # noqa: F401
+
 
 AUTO_MAP = {
     "AutoConfig": "configuration_unival.UnivalConfig",

@@ -83,4 +83,27 @@ class AnswerTrieLogitsProcessor(LogitsProcessor):
         return scores + mask
 
 
-__all__ = ["AnswerTrie", "AnswerTrieLogitsProcessor"]
+class UnivalLocationLogitsProcessor(LogitsProcessor):
+    r"""
+    Keeps only the location tokens `<bin_0>` .. `<bin_{num_bins - 1}>`, so that visual grounding decodes a box and
+    nothing else. (The original does not restrict its RefCOCO decoding; a well-trained model emits location tokens
+    anyway, a small or young one may not.)
+
+    Args:
+        first_token_id (`int`): id of `<bin_0>`.
+        num_bins (`int`): number of location tokens.
+    """
+
+    def __init__(self, first_token_id: int, num_bins: int):
+        if first_token_id < 0 or num_bins < 1:
+            raise ValueError(f"invalid location-token range: first id {first_token_id}, {num_bins} bins")
+        self.first_token_id = int(first_token_id)
+        self.num_bins = int(num_bins)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        mask = torch.full_like(scores, float("-inf"))
+        mask[:, self.first_token_id : self.first_token_id + self.num_bins] = 0.0
+        return scores + mask
+
+
+__all__ = ["AnswerTrie", "AnswerTrieLogitsProcessor", "UnivalLocationLogitsProcessor"]

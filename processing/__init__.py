@@ -55,6 +55,13 @@ def register_auto_classes() -> None:
     )
     AutoFeatureExtractor.register(UnivalConfig, UnivalFeatureExtractor, exist_ok=True)
     AutoProcessor.register(UnivalConfig, UnivalProcessor, exist_ok=True)
+    # A saved processor carries its code (the processing files next to the weights, `auto_map` in its configs), so
+    # that `AutoProcessor.from_pretrained(..., trust_remote_code=True)` works where this package is not installed.
+    UnivalProcessor.register_for_auto_class("AutoProcessor")
+    UnivalTokenizer.register_for_auto_class("AutoTokenizer")
+    UnivalImageProcessor.register_for_auto_class("AutoImageProcessor")
+    UnivalVideoProcessor.register_for_auto_class("AutoVideoProcessor")
+    UnivalFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 
 
 register_auto_classes()

@@ -15,6 +15,7 @@ from transformers.utils import logging
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from . import prompts as prompt_lib
+from .prompts import resolve_task  # noqa: F401  (the `from .x import` form makes remote-code saving copy prompts.py)
 from .boxes import bins_to_box, extract_bins, quantize_box
 from .constants import (
     BOS_TOKEN_ID,

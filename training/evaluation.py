@@ -28,9 +28,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
-from modeling_unival.constrained_decoding import AnswerTrie
+from modeling_unival.constrained_decoding import AnswerTrie, UnivalLocationLogitsProcessor
 from processing.constants import BIN_TOKEN_OFFSET, NUM_BINS
 from training.metrics import classification_accuracy, cider_d, coco_bleu, grounding_accuracy, vqa_accuracy, vqa_score
 
@@ -44,15 +44,6 @@ LABEL_SETS = {"visual_entailment": ("yes", "no", "maybe")}
 def _references(example: dict) -> list[str]:
     answers = [a for a in (example.get("answers") or []) if a]
     return answers or [example["target"]]
-
-
-class LocationTokensOnly(LogitsProcessor):
-    """Allows only `<bin_i>` tokens (grounding with `constrain_grounding=True`; the original does not constrain)."""
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        mask = torch.full_like(scores, float("-inf"))
-        mask[:, BIN_TOKEN_OFFSET : BIN_TOKEN_OFFSET + NUM_BINS] = 0.0
-        return scores + mask
 
 
 @torch.no_grad()
@@ -83,7 +74,7 @@ def generate_predictions(
             kwargs["max_new_tokens"] = max(kwargs.get("max_new_tokens", 0), max(len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in labels) + 1)
             kwargs.pop("min_new_tokens", None)
         if batch.task == "visual_grounding" and constrain_grounding:
-            processors.append(LocationTokensOnly())
+            processors.append(UnivalLocationLogitsProcessor(BIN_TOKEN_OFFSET, NUM_BINS))
         if processors:
             kwargs["logits_processor"] = LogitsProcessorList(processors)
         generated = model.generate(**batch.inputs, **kwargs)
