@@ -113,7 +113,7 @@ def load_source(name: str, spec: dict):
     raise ValueError(f"source {name!r}: unknown type {kind!r}")
 
 
-def build_stage_dataset(recipe: Recipe, stage: StageSpec, sources: dict, split: str, max_examples: int | None = None):
+def build_stage_dataset(stage: StageSpec, sources: dict, split: str, max_examples: int | None = None):
     """Concatenates the stage's examples grouped by `source/task`. Returns (dataset, {group: size})."""
     import datasets
 
@@ -240,7 +240,7 @@ def run_stage(
     from training.collator import UnivalMultitaskCollator
 
     collator = TaskCountingCollator(UnivalMultitaskCollator(processor, training=True))
-    train_dataset, sizes = build_stage_dataset(recipe, stage, sources, "train")
+    train_dataset, sizes = build_stage_dataset(stage, sources, "train")
     if "weights" in stage.sampling:
         probabilities = mixture_weights(sizes, _expand_weights(stage.sampling["weights"], sizes))
     else:
@@ -248,7 +248,7 @@ def run_stage(
     sampler = TaskBalancedSampler(sizes, probabilities, seed=args.seed)
     eval_dataset = None
     if stage.eval_split:
-        eval_dataset, _ = build_stage_dataset(recipe, stage, sources, stage.eval_split, stage.eval_max_examples)
+        eval_dataset, _ = build_stage_dataset(stage, sources, stage.eval_split, stage.eval_max_examples)
 
     state = PartialState()
     if state.is_main_process:

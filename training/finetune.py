@@ -1,0 +1,485 @@
+"""Single-task finetuning of a (pretrained) UnIVAL on `transformers.Trainer`, with the original's per-task settings,
+generation metrics during evaluation, and parameter-efficient variants (LoRA, chosen modules only).
+
+    python training/finetune.py --task caption --model outputs/pretrain/high_resolution/final \\
+        --world outputs/synthetic-world --output_dir outputs/ft_caption
+    python training/finetune.py --task vqa --model MODEL --train_tsv vqa_train.tsv --eval_tsv vqa_val.tsv \\
+        --tsv_kind vqa --media_root images/ --output_dir outputs/ft_vqa --lora --merge_lora
+    python training/finetune.py --task visual_grounding --model MODEL --hf_dataset data/refcoco_arrow \\
+        --columns '{"image": "image", "text": "sentence", "boxes": "bbox"}' --output_dir outputs/ft_refcoco
+    accelerate launch --multi_gpu --num_processes 2 training/finetune.py --task caption ...
+
+Settings are layered: the package's training defaults (`training.pretrain.DEFAULT_TRAINING_ARGS`) <- finetuning's
+common settings (`FINETUNE_TRAINING_ARGS`, clip norm 1.0, evaluation and saving every epoch) <- the task's row of
+`TASK_DEFAULTS` (the original UnIVAL finetuning scripts, reference section 7.3) <- any `TrainingArguments` flag given
+on the command line. Label smoothing goes to `model.config.label_smoothing` (the model's loss; a
+`--label_smoothing_factor` flag sets it too, and Trainer's own smoother is disabled). The processor's sizes are the
+task's (`image_size` / `num_frames` / `video_crop_size` / `audio_max_length`) unless given, or kept as saved
+(`--keep_processor_sizes`).
+
+Evaluation (`FinetuneTrainer.evaluate`) adds the task's generation metrics (`training.evaluation`) on at most
+`--eval_max_examples` validation examples to the metrics, e.g. `eval_cider`, `eval_bleu4`, `eval_vqa_score`,
+`eval_accuracy@0.5`, `eval_accuracy`, plus `eval_score` (the task's main metric), so `--metric_for_best_model cider`
+(default per task) and `--load_best_model_at_end` work.
+
+Output: `OUTPUT_DIR/final` (model, or LoRA adapter, + processor + `finetune_summary.json`), and with `--merge_lora`
+`OUTPUT_DIR/final_merged` (a full model + processor).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python training/finetune.py` / `accelerate launch training/finetune.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from accelerate import PartialState
+from transformers import HfArgumentParser, TrainingArguments
+
+from modeling_unival import UnivalForConditionalGeneration
+from processing import UnivalProcessor
+from training.pretrain import (
+    TaskCountingCollator,
+    TaskMixtureCallback,
+    UnivalTrainer,
+    build_stage_dataset,
+    explicit_flags,
+    load_source,
+    stage_training_arguments,
+)
+from training.recipe import DatasetSelection, StageSpec
+
+
+logger = logging.getLogger("training.finetune")
+
+# ----------------------------------------------------------------------------------------------------------------
+# Defaults (reference section 7.3: `run_scripts/*/unival_*.sh`)
+# ----------------------------------------------------------------------------------------------------------------
+
+#: Settings of every finetune (on top of `training.pretrain.DEFAULT_TRAINING_ARGS`).
+FINETUNE_TRAINING_ARGS = {
+    "max_grad_norm": 1.0,  # finetuning clip norm of the original
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "save_total_limit": 2,
+    "logging_steps": 50,
+}
+
+#: One row per task family: the original's finetuning settings. `training`: TrainingArguments values (`warmup_steps`
+#: < 1 is a ratio; batch = per-GPU batch x update_freq of the original); `label_smoothing` -> model.config;
+#: `freeze_embeddings`: the tied token embedding matrix is not trained (--freeze-encoder/decoder-embedding);
+#: `processor`: sizes for `make_processor`-style settings; `metric`: the default `metric_for_best_model`.
+TASK_DEFAULTS: dict[str, dict] = {
+    "caption": {  # COCO, caption/unival_caption_stage_1.sh
+        "training": {"learning_rate": 1e-5, "num_train_epochs": 10, "warmup_steps": 0.06,
+                     "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1},
+        "label_smoothing": 0.1, "freeze_embeddings": True, "processor": {"image_size": 480}, "metric": "cider",
+    },
+    "vqa": {  # VQAv2, vqa/unival_vqa.sh (prev_output layout)
+        "training": {"learning_rate": 1e-4, "num_train_epochs": 20, "warmup_steps": 0.04,
+                     "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1},
+        "label_smoothing": 0.1, "freeze_embeddings": True, "processor": {"image_size": 480}, "metric": "score",
+    },
+    "visual_grounding": {  # RefCOCO/+/g, refcoco/unival_refcoco*.sh
+        "training": {"learning_rate": 5e-5, "num_train_epochs": 10, "warmup_steps": 0.06,
+                     "per_device_train_batch_size": 8, "gradient_accumulation_steps": 4},
+        "label_smoothing": 0.1, "freeze_embeddings": False, "processor": {"image_size": 512},
+        "metric": "accuracy@0.5",
+    },
+    "visual_entailment": {  # SNLI-VE, snli_ve/unival_snli_ve.sh (prev_output, no premise)
+        "training": {"learning_rate": 5e-5, "num_train_epochs": 10, "warmup_steps": 0.06,
+                     "per_device_train_batch_size": 8, "gradient_accumulation_steps": 4},
+        "label_smoothing": 0.0, "freeze_embeddings": False, "processor": {"image_size": 480}, "metric": "accuracy",
+    },
+    "video_caption": {  # MSR-VTT, caption/video/unival_video_caption_stage_1.sh
+        "training": {"learning_rate": 1e-5, "num_train_epochs": 20, "warmup_steps": 0.06,
+                     "per_device_train_batch_size": 16, "gradient_accumulation_steps": 2},
+        "label_smoothing": 0.1, "freeze_embeddings": True, "processor": {"num_frames": 16, "video_crop_size": 384},
+        "metric": "cider",
+    },
+    "video_qa": {  # MSR-VTT-QA, vqa/video/unival_video_vqa.sh (prev_output)
+        "training": {"learning_rate": 1e-4, "num_train_epochs": 35, "warmup_steps": 0.04,
+                     "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2},
+        "label_smoothing": 0.1, "freeze_embeddings": True, "processor": {"num_frames": 8, "video_crop_size": 384},
+        "metric": "score",
+    },
+    "audio_caption": {  # AudioCaps, caption/audio/unival_audio_caption.sh
+        "training": {"learning_rate": 1e-4, "num_train_epochs": 25, "warmup_steps": 0.06,
+                     "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2},
+        "label_smoothing": 0.1, "freeze_embeddings": True, "processor": {"audio_max_length": 480000},
+        "metric": "cider",
+    },
+}
+TASK_MODALITY = {
+    "caption": "image", "vqa": "image", "visual_grounding": "image", "visual_entailment": "image",
+    "video_caption": "video", "video_qa": "video", "audio_caption": "audio",
+}
+TSV_KIND_OF_TASK = {
+    "caption": "caption", "vqa": "vqa", "visual_grounding": "refcoco", "visual_entailment": "snli_ve",
+    "video_caption": "video_caption", "video_qa": "video_qa", "audio_caption": "audio_caption",
+}
+#: LoRA targets: leaf names of the transformer layers' linear maps (the modality towers are never targeted).
+DEFAULT_LORA_TARGETS = "q_proj,k_proj,v_proj,out_proj,fc1,fc2"
+TOWER_PATTERN = re.compile(r"(^|\.)(image|video|audio)_tower\.")
+TRANSFORMER_LAYER_PATTERN = re.compile(r"(^|\.)model\.(encoder|decoder)\.layers\.\d+\.")
+
+
+@dataclass
+class FinetuneArguments:
+    task: str = field(default="caption", metadata={"help": f"task family: {', '.join(TASK_DEFAULTS)}"})
+    model: str | None = field(default=None, metadata={"help": "a saved UnIVAL directory (model + processor)"})
+    # data: one of three sources
+    world: str | None = field(default=None, metadata={"help": "a synthetic world directory (training.data.synthetic)"})
+    train_tsv: str | None = field(default=None, metadata={"help": "training TSV file(s), comma-separated"})
+    eval_tsv: str | None = field(default=None, metadata={"help": "validation TSV file(s), comma-separated"})
+    tsv_kind: str | None = field(default=None, metadata={"help": "TSV kind (default: the task's, e.g. refcoco)"})
+    media_root: str | None = field(default=None, metadata={"help": "directory of the media paths in the TSVs"})
+    hf_dataset: str | None = field(default=None, metadata={"help": "a `datasets` directory (save_to_disk) or hub name"})
+    columns: str | None = field(default=None, metadata={"help": "JSON {schema field: column} for --hf_dataset"})
+    train_split: str = field(default="train")
+    eval_split: str = field(default="validation")
+    max_train_examples: int | None = field(default=None)
+    # task settings
+    label_smoothing: float | None = field(default=None, metadata={"help": "default: the task's"})
+    freeze_embeddings: bool | None = field(default=None, metadata={"help": "default: the task's"})
+    image_size: int | None = field(default=None)
+    num_frames: int | None = field(default=None)
+    video_crop_size: int | None = field(default=None)
+    audio_max_length: int | None = field(default=None)
+    keep_processor_sizes: bool = field(default=False, metadata={"help": "keep the saved processor's sizes"})
+    # evaluation
+    eval_max_examples: int | None = field(default=200, metadata={"help": "validation examples evaluated (loss and generation)"})
+    eval_num_beams: int | None = field(default=None, metadata={"help": "override the task's beam size in evaluation"})
+    generation_eval: bool = field(default=True, metadata={"help": "add generation metrics to every evaluation"})
+    # parameter-efficient finetuning
+    lora: bool = field(default=False)
+    lora_r: int = field(default=8)
+    lora_alpha: int = field(default=16)
+    lora_dropout: float = field(default=0.05)
+    lora_targets: str = field(default=DEFAULT_LORA_TARGETS, metadata={"help": "comma-separated leaf module names"})
+    merge_lora: bool = field(default=False, metadata={"help": "also write OUTPUT_DIR/final_merged (merged full model)"})
+    train_modules: str | None = field(
+        default=None, metadata={"help": "'linear' (only nn.Linear of the transformer layers), 'freeze_towers', or a "
+                                        "regex over parameter names (matching parameters train)"})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pieces
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def source_spec(args: FinetuneArguments) -> dict:
+    """The `training.pretrain.load_source` spec of the data arguments."""
+    given = [bool(args.world), bool(args.train_tsv), bool(args.hf_dataset)]
+    if sum(given) != 1:
+        raise ValueError("give exactly one data source: --world, --train_tsv (+ --eval_tsv) or --hf_dataset")
+    if args.world:
+        return {"type": "synthetic", "path": args.world}
+    if args.train_tsv:
+        files = {args.train_split: args.train_tsv.split(",")}
+        if args.eval_tsv:
+            files[args.eval_split] = args.eval_tsv.split(",")
+        return {"type": "tsv", "kind": args.tsv_kind or TSV_KIND_OF_TASK[args.task], "files": files,
+                "media_root": args.media_root}
+    return {"type": "hf", "path": args.hf_dataset, "task": args.task, "split": args.train_split,
+            "columns": json.loads(args.columns) if args.columns else {}}
+
+
+def task_stage(args: FinetuneArguments, has_eval: bool, explicit: set[str]) -> StageSpec:
+    """The finetune as a one-stage `StageSpec` (reuses the pretraining dataset and TrainingArguments builders)."""
+    defaults = TASK_DEFAULTS[args.task]
+    training = {**FINETUNE_TRAINING_ARGS, **defaults["training"], "metric_for_best_model": defaults["metric"]}
+    if not has_eval:
+        training["eval_strategy"] = "no"
+    selection = DatasetSelection(source="data", tasks=[args.task], modalities=[TASK_MODALITY[args.task]],
+                                 split=args.train_split, max_examples=args.max_train_examples)
+    return StageSpec(name="finetune", datasets=[selection], training=training,
+                     eval_split=args.eval_split if has_eval else None, eval_max_examples=args.eval_max_examples)
+
+
+def task_training_arguments(args: FinetuneArguments, base: TrainingArguments, explicit: set[str], has_eval: bool):
+    """(TrainingArguments, label smoothing): defaults <- task row <- command line."""
+    stage = task_stage(args, has_eval, explicit)
+    training_args = stage_training_arguments(base, explicit, stage, Path(base.output_dir))
+    label_smoothing = TASK_DEFAULTS[args.task]["label_smoothing"]
+    if "label_smoothing_factor" in explicit:
+        label_smoothing = training_args.label_smoothing_factor
+    if args.label_smoothing is not None:
+        label_smoothing = args.label_smoothing
+    if training_args.label_smoothing_factor:
+        # The model computes the (weighted, smoothed) loss itself; Trainer's LabelSmoother would smooth twice.
+        training_args = dataclasses.replace(training_args, label_smoothing_factor=0.0)
+    return training_args, float(label_smoothing)
+
+
+def processor_sizes(args: FinetuneArguments) -> dict:
+    sizes = {} if args.keep_processor_sizes else dict(TASK_DEFAULTS[args.task]["processor"])
+    for name in ("image_size", "num_frames", "video_crop_size", "audio_max_length"):
+        if getattr(args, name) is not None:
+            sizes[name] = getattr(args, name)
+    return sizes
+
+
+def apply_processor_sizes(processor: UnivalProcessor, sizes: dict) -> UnivalProcessor:
+    """Sets `make_processor`'s sizes on a loaded processor (keeping its tokenizer and other settings)."""
+    if "image_size" in sizes:
+        processor.image_processor.size = {"height": int(sizes["image_size"]), "width": int(sizes["image_size"])}
+    if "num_frames" in sizes:
+        processor.video_processor.num_frames = int(sizes["num_frames"])
+    if "video_crop_size" in sizes:
+        size = int(sizes["video_crop_size"])
+        processor.video_processor.crop_size = {"height": size, "width": size}
+    if "audio_max_length" in sizes:
+        processor.feature_extractor.max_length = int(sizes["audio_max_length"])
+    return processor
+
+
+def select_trainable(model, train_modules: str | None, freeze_embeddings: bool) -> None:
+    """Sets `requires_grad`: every parameter, or those of `train_modules` ('linear', 'freeze_towers', a regex); the
+    token embedding matrix (tied with the LM head) is frozen with `freeze_embeddings`."""
+    if train_modules in (None, "", "all"):
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+    elif train_modules == "linear":
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and TRANSFORMER_LAYER_PATTERN.search(name + "."):
+                for parameter in module.parameters():
+                    parameter.requires_grad_(True)
+    elif train_modules == "freeze_towers":
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(not TOWER_PATTERN.search(name))
+    else:
+        pattern = re.compile(train_modules)
+        matched = 0
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(bool(pattern.search(name)))
+            matched += bool(pattern.search(name))
+        if not matched:
+            raise ValueError(f"--train_modules {train_modules!r} matches no parameter")
+    if freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+
+
+def _keep_in_eval_mode(module, inputs):
+    module.train(False)
+
+
+def freeze_batchnorm_statistics(model) -> int:
+    """BatchNorm layers whose parameters are all frozen also keep their running statistics (they run in eval mode
+    in training). Otherwise training would change buffers of frozen towers, which a LoRA adapter does not save.
+    Returns the number of such layers."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            if not any(p.requires_grad for p in module.parameters(recurse=False)):
+                module.register_forward_pre_hook(_keep_in_eval_mode)
+                count += 1
+    return count
+
+
+def lora_config(args: FinetuneArguments):
+    from peft import LoraConfig
+
+    leaves = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
+    # A regex (full match) restricted to the transformer layers, so no tower module with the same leaf name matches.
+    target = r"model\.(encoder|decoder)\.layers\.\d+\..*\.(" + "|".join(map(re.escape, leaves)) + r")"
+    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=target,
+                      bias="none")
+
+
+def count_parameters(model) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "total": total, "fraction": trainable / max(total, 1)}
+
+
+class FinetuneTrainer(UnivalTrainer):
+    """`UnivalTrainer` whose evaluation also generates on (at most `generation_examples`) validation examples and adds
+    the task's metrics (`training.evaluation.score_task`) to the metrics: `eval_cider`, ..., `eval_score`."""
+
+    def __init__(self, *args, generation_collator=None, generation_examples=None, answer_examples=None,
+                 generation_overrides=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generation_collator = generation_collator
+        self.generation_examples = generation_examples
+        self.answer_examples = answer_examples
+        self.generation_overrides = generation_overrides
+        self._in_evaluate = False
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        self._in_evaluate = True
+        try:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self._in_evaluate = False
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix: str = "eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self._in_evaluate and self.generation_collator is not None and self.generation_examples:
+            output.metrics.update(self.generation_metrics(metric_key_prefix))
+        return output
+
+    def generation_metrics(self, prefix: str = "eval") -> dict[str, float]:
+        from training.evaluation import evaluate_examples
+
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        try:
+            results = evaluate_examples(model, self.generation_collator, self.generation_examples,
+                                        train_examples=self.answer_examples,
+                                        batch_size=self.args.per_device_eval_batch_size,
+                                        generation_overrides=self.generation_overrides)
+        finally:
+            model.train(was_training)
+        metrics = {}
+        for task, scores in results.items():
+            main = next(k for k in scores if not k.startswith("prior_") and k != "examples")
+            for name, value in scores.items():
+                key = "generation_examples" if name == "examples" else name
+                metrics[f"{prefix}_{key}"] = float(value)
+            metrics[f"{prefix}_score"] = float(scores[main])
+        return metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Run
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def parse_arguments(argv: list[str]) -> tuple[FinetuneArguments, TrainingArguments, set[str]]:
+    argv = list(argv)
+    if not any(a.startswith("--output_dir") or a.startswith("--output-dir") for a in argv):
+        argv += ["--output_dir", "outputs/finetune"]
+    parser = HfArgumentParser((FinetuneArguments, TrainingArguments))
+    script_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if script_args.task not in TASK_DEFAULTS:
+        raise ValueError(f"--task must be one of {sorted(TASK_DEFAULTS)}, got {script_args.task!r}")
+    if not script_args.model:
+        raise ValueError("--model (a saved UnIVAL directory) is required")
+    return script_args, training_args, explicit_flags(argv) - {"output_dir"}
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Runs a finetune from command-line arguments; returns its summary (also in `final/finetune_summary.json`)."""
+    return finetune(argv)[1]
+
+
+def finetune(argv: list[str] | None = None):
+    """As `run`, returning `(trainer, summary)`; `trainer.model` is the finetuned model (a `PeftModel` with
+    `--lora`; with `--merge_lora` its LoRA weights are merged in place after the adapter is saved)."""
+    args, base_args, explicit = parse_arguments(sys.argv[1:] if argv is None else argv)
+    state = PartialState()
+    output_dir = Path(base_args.output_dir)
+
+    sources = {"data": load_source("data", source_spec(args))}
+    has_eval = args.eval_split in sources["data"]
+    training_args, label_smoothing = task_training_arguments(args, base_args, explicit, has_eval)
+    stage = task_stage(args, has_eval, explicit)
+    train_dataset, _ = build_stage_dataset(stage, sources, "train")
+    eval_dataset = None
+    if has_eval:
+        eval_dataset, _ = build_stage_dataset(stage, sources, args.eval_split, args.eval_max_examples)
+
+    from training.collator import UnivalMultitaskCollator
+
+    processor = apply_processor_sizes(UnivalProcessor.from_pretrained(args.model), processor_sizes(args))
+    model = UnivalForConditionalGeneration.from_pretrained(args.model)
+    model.config.label_smoothing = label_smoothing
+    freeze_embeddings = TASK_DEFAULTS[args.task]["freeze_embeddings"] if args.freeze_embeddings is None else args.freeze_embeddings
+    if args.lora:
+        from peft import get_peft_model
+
+        if args.train_modules:
+            raise ValueError("--lora trains only the LoRA parameters: do not combine it with --train_modules")
+        model = get_peft_model(model, lora_config(args))
+    else:
+        select_trainable(model, args.train_modules, freeze_embeddings)
+    freeze_batchnorm_statistics(model)
+    parameters = count_parameters(model)
+    if state.is_main_process:
+        print(f"[finetune] task {args.task!r}: {len(train_dataset)} training examples"
+              + (f", {len(eval_dataset)} validation examples" if eval_dataset is not None else ""))
+        print(f"[finetune] trainable parameters: {parameters['trainable']:,} of {parameters['total']:,} "
+              f"({100 * parameters['fraction']:.2f}%)")
+
+    collator = TaskCountingCollator(UnivalMultitaskCollator(processor, training=True, seed=training_args.seed))
+    generation_examples = answer_examples = None
+    if eval_dataset is not None and args.generation_eval:
+        generation_examples = list(eval_dataset)
+        if args.task in ("vqa", "video_qa"):  # answers restricted to the training answers (the original's trie)
+            answer_examples = list(train_dataset.select_columns(["task", "target", "answers"]))
+    trainer = FinetuneTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        processing_class=processor,
+        callbacks=[TaskMixtureCallback(collator)],
+        generation_collator=UnivalMultitaskCollator(processor, training=False),
+        generation_examples=generation_examples,
+        answer_examples=answer_examples,
+        generation_overrides={"num_beams": args.eval_num_beams} if args.eval_num_beams else None,
+    )
+    start = time.perf_counter()
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        resume = any(output_dir.glob("checkpoint-*")) or None
+    result = trainer.train(resume_from_checkpoint=resume)
+    summary = {
+        "task": args.task,
+        "model": args.model,
+        "train_loss": result.training_loss,
+        "global_step": result.global_step,
+        "seconds": round(time.perf_counter() - start, 1),
+        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+        "label_smoothing": label_smoothing,
+        "freeze_embeddings": bool(freeze_embeddings) and not args.lora,
+        "processor_sizes": processor_sizes(args),
+        "parameters": parameters,
+        "lora": {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
+                 "target_modules": lora_config(args).target_modules} if args.lora else None,
+        "train_modules": args.train_modules,
+        "best_model_checkpoint": trainer.state.best_model_checkpoint,
+        "merged_dir": str(output_dir / "final_merged") if args.lora and args.merge_lora else None,
+    }
+    if eval_dataset is not None and len(eval_dataset):
+        summary["eval"] = trainer.evaluate()
+    final = output_dir / "final"
+    trainer.save_model(final)  # a PeftModel saves its adapter only
+    if state.is_main_process:
+        processor.save_pretrained(final)
+        (final / "finetune_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        print(f"[finetune] done in {summary['seconds']} s: train loss {summary['train_loss']:.3f}; saved {final}")
+        if "eval" in summary:
+            print("[finetune] " + ", ".join(f"{k} {v:.4g}" for k, v in summary["eval"].items()
+                                            if isinstance(v, (int, float)) and "runtime" not in k and "per_second" not in k))
+    if args.lora and args.merge_lora:
+        merged_dir = output_dir / "final_merged"
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        if state.is_main_process:
+            merged.save_pretrained(merged_dir)
+            processor.save_pretrained(merged_dir)
+            print(f"[finetune] merged model saved to {merged_dir}")
+    state.wait_for_everyone()
+    return trainer, summary
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run()
+
+
+if __name__ == "__main__":
+    main()
