@@ -798,14 +798,16 @@ class UnivalEncoder(UnivalPreTrainedModel):
             num_patches, patch_ids = 0, None
             hidden_states, positions, padding = text_embeds, text_positions, text_padding
         hidden_states = nn.functional.dropout(hidden_states, p=self.config.dropout, training=self.training)
-        if padding.any():
+        has_padding = bool(padding.any())
+        if has_padding:
             hidden_states = hidden_states * (~padding).unsqueeze(-1).to(hidden_states.dtype)
 
         # Attention bias: absolute part (shared by all layers) + key padding; relative part added per layer.
-        # positions has batch 1 for text-only inputs, so the absolute bias is computed once for the whole batch.
+        # positions has batch 1 for text-only inputs, so without padding the bias stays (1, heads, L, L) and is
+        # broadcast over the batch by the attention kernels instead of being materialised per sample.
         absolute_bias = self.position_bias(positions, positions)
-        min_value = torch.finfo(absolute_bias.dtype).min
-        absolute_bias = absolute_bias.masked_fill(padding[:, None, None, :], min_value)
+        if has_padding:
+            absolute_bias = absolute_bias.masked_fill(padding[:, None, None, :], torch.finfo(absolute_bias.dtype).min)
         text_buckets = token_relative_position_bucket(
             torch.arange(seq_len, device=device)[:, None] - torch.arange(seq_len, device=device)[None, :],
             self.config.token_bucket_size,
@@ -931,15 +933,19 @@ class UnivalDecoder(UnivalPreTrainedModel):
         min_value = torch.finfo(self_bias.dtype).min
         key_mask = key_positions[None, :] > query_positions[:, None]  # (q, total) True = masked
         key_mask = key_mask.unsqueeze(0)
+        # Key padding only where there is some: otherwise the bias keeps batch size 1 and is broadcast.
         if attention_mask is not None:
             if attention_mask.shape != (batch_size, total_len):
                 raise ValueError(
                     f"`decoder_attention_mask` must have shape ({batch_size}, {total_len}), got "
                     f"{tuple(attention_mask.shape)}"
                 )
-            key_mask = key_mask | attention_mask.eq(0)[:, None, :]
+            if not bool(attention_mask.all()):
+                key_mask = key_mask | attention_mask.eq(0)[:, None, :]
         elif past_len == 0:
-            key_mask = key_mask | input_ids.eq(self.config.pad_token_id)[:, None, :]
+            pads = input_ids.eq(self.config.pad_token_id)
+            if bool(pads.any()):
+                key_mask = key_mask | pads[:, None, :]
         self_bias = self_bias.masked_fill(key_mask.unsqueeze(1), min_value)  # (batch or 1, heads, q, total)
         self_buckets = token_relative_position_bucket(
             query_positions[:, None] - key_positions[None, :],
@@ -951,7 +957,8 @@ class UnivalDecoder(UnivalPreTrainedModel):
         cross_bias = self.cross_position_bias(
             query_target_positions.to(encoder_position_embeddings.dtype), encoder_position_embeddings
         )
-        cross_bias = cross_bias.masked_fill(encoder_attention_mask.eq(0)[:, None, None, :], min_value)
+        if not bool(encoder_attention_mask.all()):
+            cross_bias = cross_bias.masked_fill(encoder_attention_mask.eq(0)[:, None, None, :], min_value)
 
         all_hidden_states = () if output_hidden_states else None
         for idx, layer in enumerate(self.layers):
