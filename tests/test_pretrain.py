@@ -135,3 +135,52 @@ def test_two_process_ddp_run_finishes_and_saves(tmp_path, world):
     assert (output / "mixed" / "final" / "model.safetensors").exists()
     summary = json.loads((output / "mixed" / "final" / "stage_summary.json").read_text())
     assert summary["global_step"] == 3
+
+
+@pytest.mark.slow
+def test_pretraining_on_original_tsv_files_and_a_hf_dataset(tmp_path, world):
+    """Sources in the original OFA/UnIVAL TSV format (base64 images) and a Hugging Face dataset with a column map."""
+    import datasets
+
+    from training.data.readers import write_tsv
+    from training.data.synthetic import load_world
+
+    train = load_world(world)["train"]
+    captions = [e for e in train if e["task"] == "caption"][:12]
+    questions = [e for e in train if e["task"] == "vqa"][:12]
+    write_tsv(captions, tmp_path / "caption_train.tsv", "caption")
+    write_tsv(questions, tmp_path / "vqa_train.tsv", "vqa")
+    hf = datasets.Dataset.from_dict(
+        {
+            "picture": [e["image"] for e in questions],
+            "q": [e["question"] for e in questions],
+            "responses": [e["answers"] for e in questions],
+        },
+        features=datasets.Features(
+            {"picture": datasets.Image(), "q": datasets.Value("string"), "responses": datasets.List(datasets.Value("string"))}
+        ),
+    )
+    hf.save_to_disk(tmp_path / "vqa_arrow")
+    recipe = {
+        "name": "original-formats",
+        "model": {"preset": "unival-tiny"},
+        "processor": {"image_size": 64},
+        "sources": {
+            "coco": {"type": "tsv", "kind": "caption", "files": [str(tmp_path / "caption_train.tsv")]},
+            "vqa_tsv": {"type": "tsv", "kind": "vqa", "files": [str(tmp_path / "vqa_train.tsv")]},
+            "vqa_hf": {"type": "hf", "path": str(tmp_path / "vqa_arrow"), "task": "vqa",
+                       "columns": {"image": "picture", "question": "q", "answers": "responses"}},
+        },
+        "stages": [{
+            "name": "formats",
+            "datasets": [{"source": "coco"}, {"source": "vqa_tsv"}, {"source": "vqa_hf"}],
+            "sampling": {"weights": {"coco/caption": 0.5, "vqa_tsv/vqa": 0.25, "vqa_hf/vqa": 0.25}},
+            "eval_split": None,
+            "training": {"max_steps": 3, "per_device_train_batch_size": 4, "save_steps": 1000, "logging_steps": 1},
+        }],
+    }
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    (summary,) = run(["--recipe", str(path), "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+    assert summary["global_step"] == 3 and all(loss == loss for loss in summary["losses"])
+    assert set(summary["sampling_weights"]) == {"coco/caption", "vqa_tsv/vqa", "vqa_hf/vqa"}
