@@ -127,7 +127,7 @@ def build_stage_dataset(stage: StageSpec, sources: dict, split: str, max_example
         tasks = data["task"]
         modalities = data["modality"]
         allowed = set(selection.modalities) if selection.modalities else set(modalities)
-        wanted = selection.tasks or sorted(set(tasks))
+        wanted = selection.tasks or sorted({t for t, m in zip(tasks, modalities) if m in allowed})
         for task in wanted:
             indices = [i for i, (t, m) in enumerate(zip(tasks, modalities)) if t == task and m in allowed]
             if max_examples is not None:
