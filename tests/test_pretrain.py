@@ -184,3 +184,23 @@ def test_pretraining_on_original_tsv_files_and_a_hf_dataset(tmp_path, world):
     (summary,) = run(["--recipe", str(path), "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
     assert summary["global_step"] == 3 and all(loss == loss for loss in summary["losses"])
     assert set(summary["sampling_weights"]) == {"coco/caption", "vqa_tsv/vqa", "vqa_hf/vqa"}
+
+
+def test_stage_datasets_follow_the_task_and_modality_filters():
+    import datasets
+
+    from training.pretrain import build_stage_dataset
+    from training.recipe import DatasetSelection, StageSpec
+
+    rows = {"task": ["caption", "qa_matching", "qa_matching", "audio_caption", "vqa"],
+            "modality": ["image", "image", "video", "audio", "image"], "id": list("abcde")}
+    sources = {"w": datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)})}
+    images_only = StageSpec("s", [DatasetSelection("w", modalities=["image"])])
+    data, sizes = build_stage_dataset(images_only, sources, "train")
+    assert sizes == {"w/caption": 1, "w/qa_matching": 1, "w/vqa": 1}
+    assert sorted(data["id"]) == ["a", "b", "e"]
+    chosen = StageSpec("s", [DatasetSelection("w", tasks=["qa_matching"])])
+    assert build_stage_dataset(chosen, sources, "train")[1] == {"w/qa_matching": 2}
+    with pytest.raises(ValueError, match="no 'audio_caption' examples"):
+        build_stage_dataset(StageSpec("s", [DatasetSelection("w", tasks=["audio_caption"], modalities=["image"])]),
+                            sources, "train")
