@@ -53,7 +53,7 @@ def main() -> None:
                 "--task", task, "--model", str(args.pretrained), "--world", str(args.world), "--keep_processor_sizes", "true",
                 "--output_dir", str(out), "--max_steps", str(args.steps), "--learning_rate", "1e-3",
                 "--per_device_train_batch_size", "16", "--eval_strategy", "no", "--save_strategy", "no",
-                "--generation_eval", "false", "--report_to", "none", "--disable_tqdm", "true",
+                "--generation_eval", "false", "--report_to", "none", "--disable_tqdm", "true", "--full_determinism", "true",
             ])
         finetuned[task] = AutoModelForSeq2SeqLM.from_pretrained(out / "final").eval()
 
