@@ -33,7 +33,6 @@ import json
 import logging
 import re
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +53,7 @@ from training.pretrain import (
     explicit_flags,
     load_source,
     stage_training_arguments,
+    train_and_summarise,
 )
 from training.recipe import DatasetSelection, StageSpec
 
@@ -432,18 +432,10 @@ def finetune(argv: list[str] | None = None):
         answer_examples=answer_examples,
         generation_overrides={"num_beams": args.eval_num_beams} if args.eval_num_beams else None,
     )
-    start = time.perf_counter()
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        resume = any(output_dir.glob("checkpoint-*")) or None
-    result = trainer.train(resume_from_checkpoint=resume)
     summary = {
         "task": args.task,
         "model": args.model,
-        "train_loss": result.training_loss,
-        "global_step": result.global_step,
-        "seconds": round(time.perf_counter() - start, 1),
-        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+        **train_and_summarise(trainer, output_dir, training_args.resume_from_checkpoint),
         "label_smoothing": label_smoothing,
         "freeze_embeddings": bool(freeze_embeddings) and not args.lora,
         "processor_sizes": processor_sizes(args),

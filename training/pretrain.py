@@ -265,17 +265,9 @@ def run_stage(
         task_sampler=sampler,
         callbacks=[TaskMixtureCallback(collator)],
     )
-    start = time.perf_counter()
-    resume = args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        resume = any(output_dir.glob("checkpoint-*")) or None
-    result = trainer.train(resume_from_checkpoint=resume)
     summary = {
         "stage": stage.name,
-        "train_loss": result.training_loss,
-        "global_step": result.global_step,
-        "seconds": round(time.perf_counter() - start, 1),
-        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+        **train_and_summarise(trainer, output_dir, args.resume_from_checkpoint),
         "sampling_weights": probabilities,
         "realised_proportions": sampler.realised_proportions(),
     }
@@ -290,6 +282,22 @@ def run_stage(
               + (f", eval loss {summary['eval_loss']:.3f}" if "eval_loss" in summary else ""))
     state.wait_for_everyone()
     return trainer.model, summary
+
+
+def train_and_summarise(trainer: Trainer, output_dir: Path, resume_from_checkpoint) -> dict:
+    """`trainer.train()`, resuming from the last checkpoint in `output_dir` when `resume_from_checkpoint` is
+    "true"/"last" (and there is one) or from the given path; returns the run's loss figures and duration."""
+    resume = resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        resume = any(output_dir.glob("checkpoint-*")) or None
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    return {
+        "train_loss": result.training_loss,
+        "global_step": result.global_step,
+        "seconds": round(time.perf_counter() - start, 1),
+        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+    }
 
 
 def _expand_weights(weights: dict, sizes: dict) -> dict:
