@@ -20,7 +20,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, GenerationConfig
 
 from modeling_unival import UnivalForConditionalGeneration
-from modeling_unival.conversion import check_original_buffers, config_from_original_args, convert_original_state_dict
+from modeling_unival.conversion import check_original_buffers, config_from_original_args, load_original_state_dict
 from processing import UnivalFeatureExtractor, UnivalImageProcessor, UnivalProcessor, UnivalVideoProcessor
 from processing.prompts import resolve_task
 
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 # `--task` choices: the original's task names, resolved through `processing.prompts` aliases.
 TASK_CHOICES = ("caption", "vqa", "refcoco", "snli_ve", "video_caption", "video_qa", "audio_caption")
-_TIED_KEYS = ("lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight")
 
 
 def _sha256(path: Path) -> str:
@@ -80,11 +79,7 @@ def convert_checkpoint(
     )
 
     model = UnivalForConditionalGeneration(config)
-    missing, unexpected = model.load_state_dict(convert_original_state_dict(weights), strict=False)
-    missing = [k for k in missing if k not in _TIED_KEYS]
-    if missing or unexpected:
-        raise ValueError(f"the checkpoint does not fit the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.tie_weights()
+    load_original_state_dict(model, weights)
     model.eval()
     buffer_checks = check_original_buffers(weights, config)
     for key, equal in buffer_checks.items():

@@ -123,6 +123,20 @@ def convert_original_state_dict(
     return converted
 
 
+# Parameters tied to `model.shared.weight`: never in a converted state dict, filled by `tie_weights()`.
+TIED_KEYS = ("lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight")
+
+
+def load_original_state_dict(model, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Converts an original state dict and loads it into `model` (a `UnivalForConditionalGeneration`), then ties
+    the embeddings. Raises `ValueError` naming the first keys that are missing or left over."""
+    missing, unexpected = model.load_state_dict(convert_original_state_dict(state_dict), strict=False)
+    missing = [key for key in missing if key not in TIED_KEYS]
+    if missing or unexpected:
+        raise ValueError(f"the checkpoint does not fit the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.tie_weights()
+
+
 def check_original_buffers(state_dict: Mapping[str, torch.Tensor], config: UnivalConfig) -> dict[str, bool]:
     """Compares the bucket tables the original stores with the ones the port computes. Returns {key: equal}.
 
@@ -262,6 +276,8 @@ def config_from_original_args(
 
 __all__ = [
     "DROPPED_KEY_REASONS",
+    "TIED_KEYS",
+    "load_original_state_dict",
     "check_original_buffers",
     "config_from_original_args",
     "convert_original_key",

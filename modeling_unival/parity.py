@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .conversion import check_original_buffers, config_from_original_args, convert_original_state_dict
+from .conversion import check_original_buffers, config_from_original_args, load_original_state_dict
 from .modeling_unival import PATCH_TYPE_AUDIO, PATCH_TYPE_IMAGE, PATCH_TYPE_VIDEO, UnivalForConditionalGeneration
 
 
@@ -41,12 +41,7 @@ def load_original_model(folder: Path) -> tuple[UnivalForConditionalGeneration, d
             setattr(config, f"{name}_token_id", dictionary[name])
     config.decoder_start_token_id = config.bos_token_id
     model = UnivalForConditionalGeneration(config)
-    converted = convert_original_state_dict(state_dict)
-    missing, unexpected = model.load_state_dict(converted, strict=False)
-    missing = [k for k in missing if k not in ("lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight")]
-    if missing or unexpected:
-        raise RuntimeError(f"state dict does not fit the port: missing {missing[:10]}, unexpected {unexpected[:10]}")
-    model.tie_weights()
+    load_original_state_dict(model, state_dict)
     model.eval().float()
     return model, {"buffers": check_original_buffers(state_dict, config), "config": config}
 
