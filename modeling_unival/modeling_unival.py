@@ -696,7 +696,7 @@ class UnivalEncoder(UnivalPreTrainedModel):
                 )
             patch_types = torch.full((batch_size,), patch_type, dtype=torch.long, device=device)
         else:
-            if not isinstance(patch_types, torch.Tensor) or patch_types.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool):
+            if not isinstance(patch_types, torch.Tensor) or patch_types.is_floating_point() or patch_types.dtype == torch.bool:
                 raise TypeError("`patch_types` must be an integer tensor of shape (batch,)")
             if patch_types.shape != (batch_size,):
                 raise ValueError(f"`patch_types` must have shape ({batch_size},), got {tuple(patch_types.shape)}")
