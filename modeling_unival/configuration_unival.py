@@ -208,6 +208,10 @@ class UnivalConfig(PreTrainedConfig):
         scale_resids (`bool`, defaults to False): learned per-channel gain on the residual branch.
         layernorm_embedding (`bool`, defaults to True): LayerNorm on the token embeddings (encoder and decoder).
         patch_layernorm_embedding (`bool`, defaults to True): LayerNorm on the projected patch embeddings.
+        entangle_position_embedding (`bool`, defaults to False): also add the position embeddings (before their
+            LayerNorm) to the token and patch embeddings, in the encoder and the decoder (the original's
+            `--entangle-position-embedding` without `--disable-entangle`). The released models carry positions
+            only as attention biases; adding them helps a small model trained from scratch learn locations.
         add_type_embedding (`bool`, defaults to True): add a learned type embedding (0 text, 1 patch).
         layer_norm_eps (`float`, defaults to 1e-5).
         init_std (`float`, defaults to 0.02): standard deviation of the normal initialisation.
@@ -260,6 +264,7 @@ class UnivalConfig(PreTrainedConfig):
     scale_resids: bool = False
     layernorm_embedding: bool = True
     patch_layernorm_embedding: bool = True
+    entangle_position_embedding: bool = False
     add_type_embedding: bool = True
     layer_norm_eps: float = 1e-5
     init_std: float = 0.02

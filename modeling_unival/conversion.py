@@ -171,8 +171,6 @@ _UNSUPPORTED_FLAGS = {
     "decoder_normalize_before": True,
     "no_scale_embedding": True,
     "share_all_embeddings": True,
-    "entangle_position_embedding": False,
-    "disable_entangle": True,
     "add_mm_type_embedding": False,
     "qk_norm": False,
     "with_cls": False,
@@ -196,6 +194,14 @@ def config_from_original_args(
     for flag, supported in _UNSUPPORTED_FLAGS.items():
         if flag in args and args[flag] is not None and bool(args[flag]) != supported:
             raise NotImplementedError(f"original argument {flag}={args[flag]!r} is not supported (the port implements {supported})")
+    # Encoder and decoder switch position entangling with two flags; the port has one for both.
+    encoder_entangle = bool(args.get("entangle_position_embedding") or False)
+    decoder_entangle = not bool(args.get("disable_entangle", True))
+    if encoder_entangle != decoder_entangle:
+        raise NotImplementedError(
+            f"entangle_position_embedding={encoder_entangle} with disable_entangle={not decoder_entangle}: the port "
+            "adds positions to the embeddings in both encoder and decoder or in neither"
+        )
     if args.get("image_encoder_name", "timm_resnet") != "timm_resnet":
         raise NotImplementedError(f"image_encoder_name={args['image_encoder_name']!r}: only timm_resnet is ported")
     if args["encoder_embed_dim"] != args.get("decoder_embed_dim", args["encoder_embed_dim"]):
@@ -267,6 +273,7 @@ def config_from_original_args(
         layernorm_embedding=bool(args.get("layernorm_embedding", False)),
         patch_layernorm_embedding=bool(args.get("patch_layernorm_embedding", False)),
         add_type_embedding=bool(args.get("add_type_embedding", False)),
+        entangle_position_embedding=encoder_entangle,
         sample_patch_num=args.get("sample_patch_num"),
         image_config={"depths": RESNET_DEPTHS[resnet_type], "hidden_sizes": (256, 512, 1024, 2048)},
         video_config=video_config,

@@ -623,6 +623,8 @@ class UnivalEncoder(UnivalPreTrainedModel):
         if patch_masks is not None:
             valid = valid & patch_masks.unsqueeze(1)
 
+        if self.config.entangle_position_embedding:
+            embeds = embeds + positions
         if self.type_embedding is not None:
             embeds = embeds + self.type_embedding.weight[1]
         if self.patch_layernorm_embedding is not None:
@@ -780,11 +782,14 @@ class UnivalEncoder(UnivalPreTrainedModel):
 
         # Text: token embedding (scale 1.0) + type 0, LayerNorm.
         text_embeds = self.embed_tokens(input_ids)
+        raw_text_positions = self.embed_positions(torch.arange(seq_len, device=device)).unsqueeze(0)
+        if self.config.entangle_position_embedding:
+            text_embeds = text_embeds + raw_text_positions
         if self.type_embedding is not None:
             text_embeds = text_embeds + self.type_embedding.weight[0]
         if self.layernorm_embedding is not None:
             text_embeds = self.layernorm_embedding(text_embeds)
-        text_positions = self.pos_ln(self.embed_positions(torch.arange(seq_len, device=device))).unsqueeze(0)
+        text_positions = self.pos_ln(raw_text_positions)
 
         if modality_inputs:
             patch_embeds, patch_positions, patch_ids, patch_valid = self.embed_patches(modality_inputs, *routing)
@@ -919,15 +924,18 @@ class UnivalDecoder(UnivalPreTrainedModel):
             )
         device = input_ids.device
 
+        key_positions = torch.arange(total_len, device=device)
+        query_positions = key_positions[past_len:]
+        raw_positions = self.embed_positions(key_positions).unsqueeze(0)  # (1, total, dim)
         hidden_states = self.embed_tokens(input_ids)
+        if self.config.entangle_position_embedding:
+            hidden_states = hidden_states + raw_positions[:, past_len:]
         if self.layernorm_embedding is not None:
             hidden_states = self.layernorm_embedding(hidden_states)
         hidden_states = nn.functional.dropout(hidden_states, p=self.config.dropout, training=self.training)
 
         # Self-attention bias: absolute part (no batch dependence) + causal mask + key padding.
-        key_positions = torch.arange(total_len, device=device)
-        query_positions = key_positions[past_len:]
-        target_positions = self.pos_ln(self.embed_positions(key_positions)).unsqueeze(0)  # (1, total, dim)
+        target_positions = self.pos_ln(raw_positions)  # (1, total, dim)
         query_target_positions = target_positions[:, past_len:]
         self_bias = self.self_position_bias(query_target_positions, target_positions)  # (1, heads, q, total)
         min_value = torch.finfo(self_bias.dtype).min
@@ -1082,8 +1090,10 @@ def label_smoothed_cross_entropy(
     """fairseq's label-smoothed NLL, as the original trains with:
 
     `loss = (1 - eps - eps / (V - 1)) * nll + eps / (V - 1) * sum_v(-log p_v)` per target token, positions with
-    label -100 ignored. `label_weights` (batch,) scales each sample's tokens (VQA answer confidence). The sum is
-    divided by `num_items_in_batch` when given (gradient accumulation / DDP), otherwise by the number of tokens.
+    label -100 ignored. `logits` are `labels.shape + (V,)`: (batch, length, V) or flat (tokens, V). `label_weights`
+    scales each sample's tokens (VQA answer confidence): (batch,) for batched labels, or one weight per label. The
+    sum is divided by `num_items_in_batch` when given (gradient accumulation / DDP), otherwise by the number of
+    tokens.
     """
     vocab_size = logits.shape[-1]
     log_probs = nn.functional.log_softmax(logits.float(), dim=-1)
@@ -1097,7 +1107,8 @@ def label_smoothed_cross_entropy(
         token_loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
     token_loss = token_loss * valid
     if label_weights is not None:
-        token_loss = token_loss * label_weights.to(token_loss.dtype).unsqueeze(-1)
+        weights = label_weights.to(token_loss.dtype)
+        token_loss = token_loss * (weights.unsqueeze(-1) if weights.dim() < token_loss.dim() else weights)
     denominator = num_items_in_batch if num_items_in_batch is not None else valid.sum().clamp(min=1)
     if isinstance(denominator, torch.Tensor):
         denominator = denominator.to(token_loss.device)
@@ -1139,6 +1150,7 @@ class UnivalForConditionalGeneration(UnivalPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        return_logits: bool = True,
         **kwargs,
     ) -> UnivalSeq2SeqLMOutput:
         r"""
@@ -1146,6 +1158,10 @@ class UnivalForConditionalGeneration(UnivalPreTrainedModel, GenerationMixin):
             -100 where no loss is wanted. `decoder_input_ids` default to `labels` shifted right behind `<s>`.
         label_weights (`torch.FloatTensor` of shape `(batch_size,)`, *optional*): per-sample loss weights (the
             original's VQA answer confidences).
+        return_logits (`bool`, defaults to True): with `labels` and `return_logits=False`, the output projection
+            runs only at the supervised positions and `logits` is None. The loss is the same; in a multitask batch
+            most target positions are padding (captions beside yes/no answers) and the vocabulary-sized projection
+            dominates the step of a small model, so training steps use this (`UnivalTrainer`).
         """
         if kwargs.get("past_key_values") is not None and cache is None:
             cache = kwargs.pop("past_key_values")
@@ -1171,12 +1187,27 @@ class UnivalForConditionalGeneration(UnivalPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
         )
-        logits = self.lm_head(outputs.last_hidden_state)
-        loss = None
-        if labels is not None:
+        hidden_states = outputs.last_hidden_state
+        logits = loss = None
+        if labels is not None and not return_logits:
+            labels = labels.to(hidden_states.device)
+            supervised = labels.ne(-100)
+            weights = None
+            if label_weights is not None:
+                weights = label_weights.to(hidden_states.device).unsqueeze(-1).expand_as(labels)[supervised]
             loss = label_smoothed_cross_entropy(
-                logits, labels.to(logits.device), self.config.label_smoothing, label_weights, num_items_in_batch
+                self.lm_head(hidden_states[supervised]),  # (num_targets, vocab)
+                labels[supervised],
+                self.config.label_smoothing,
+                weights,
+                num_items_in_batch,
             )
+        else:
+            logits = self.lm_head(hidden_states)
+            if labels is not None:
+                loss = label_smoothed_cross_entropy(
+                    logits, labels.to(logits.device), self.config.label_smoothing, label_weights, num_items_in_batch
+                )
         return UnivalSeq2SeqLMOutput(
             loss=loss,
             logits=logits,

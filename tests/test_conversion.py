@@ -80,3 +80,16 @@ def test_parity_command_on_the_shipped_fixtures():
     assert status == 0, text
     assert re.search(r"^parity: (\d+)/\1 cases ok$", text, re.M), text
     assert "recomputed exactly" in text and "DIFFERS" not in text
+
+
+def test_position_entangling_flags_map_to_one_config_field():
+    import json
+
+    from modeling_unival.conversion import config_from_original_args
+
+    args = json.loads((shared_path("fixtures", "parity") / "original_args.json").read_text())["args"]
+    assert config_from_original_args(args).entangle_position_embedding is False  # the released setting
+    entangled = {**args, "entangle_position_embedding": True, "disable_entangle": False}
+    assert config_from_original_args(entangled).entangle_position_embedding is True
+    with pytest.raises(NotImplementedError, match="disable_entangle"):
+        config_from_original_args({**args, "entangle_position_embedding": True, "disable_entangle": True})

@@ -157,8 +157,9 @@ def test_batch_equals_single(kind):
             torch.testing.assert_close(batched[index : index + 1], single, rtol=0, atol=1e-5)
 
 
-def test_mixed_modality_batch_equals_each_sample_alone():
-    model = tiny_model()
+@pytest.mark.parametrize("entangle", [False, True])
+def test_mixed_modality_batch_equals_each_sample_alone(entangle):
+    model = tiny_model(entangle_position_embedding=entangle)
     kinds = ["image", "text", "video", "audio", "image", "audio"]
     batch = batch_for(kinds, text_lengths=[3, 6, 2, 4, 5, 1])
     with torch.no_grad():
@@ -188,8 +189,9 @@ def test_patch_masks_turn_patches_into_padding():
     torch.testing.assert_close(out.logits[1:2], text_only.logits, rtol=0, atol=1e-5)
 
 
-def test_cached_generation_equals_uncached():
-    model = tiny_model()
+@pytest.mark.parametrize("entangle", [False, True])
+def test_cached_generation_equals_uncached(entangle):
+    model = tiny_model(entangle_position_embedding=entangle)
     batch = batch_for(["image", "audio", "text"])
     del batch["decoder_input_ids"]
     kwargs = dict(max_new_tokens=12, do_sample=False, num_beams=1, return_dict_in_generate=True, output_logits=True)
@@ -297,6 +299,31 @@ def test_label_smoothed_loss_matches_fairseq_formula():
     torch.testing.assert_close(label_smoothed_cross_entropy(logits, labels, eps, num_items_in_batch=10), expected / 10)
     weighted = label_smoothed_cross_entropy(logits, labels, eps, label_weights=torch.tensor([1.0, 0.0]))
     assert weighted < expected / count
+
+
+def test_loss_without_logits_equals_the_full_loss_and_gradients():
+    """`return_logits=False` projects only the supervised positions: same loss, same gradients."""
+    model = tiny_model()
+    model.train()
+    batch = batch_for(["image", "audio", "text"])
+    labels = torch.cat([batch.pop("decoder_input_ids")[:, 1:], torch.full((3, 1), 2)], dim=1)
+    labels[0, 2:] = -100  # a short target beside longer ones, as in a multitask batch
+    weights = torch.tensor([1.0, 0.3, 0.6])
+
+    def loss_and_grads(**kwargs):
+        model.zero_grad()
+        torch.manual_seed(0)  # the audio tower's dropout
+        out = model(**batch, labels=labels, label_weights=weights, num_items_in_batch=11, **kwargs)
+        out.loss.backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    full, full_grads = loss_and_grads()
+    lean, lean_grads = loss_and_grads(return_logits=False)
+    assert lean.logits is None and full.logits.shape[:2] == labels.shape
+    torch.testing.assert_close(lean.loss, full.loss, rtol=1e-6, atol=1e-6)
+    assert full_grads.keys() == lean_grads.keys()
+    for name in full_grads:
+        torch.testing.assert_close(lean_grads[name], full_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_bf16_autocast_runs():
@@ -430,3 +457,15 @@ def test_position_bias_folded_and_direct_forms_agree():
     many = bias(torch.cat([queries] * 20, dim=1), keys)[:, :, :1]  # 20 queries: direct form
     torch.testing.assert_close(folded, many, rtol=0, atol=1e-5)
     assert folded.shape == (2, config.decoder_attention_heads, 1, 40)
+
+
+def test_entangled_positions_reach_the_hidden_states():
+    """With `entangle_position_embedding` the same weights give other outputs: positions enter the embeddings."""
+    plain = tiny_model()
+    entangled = tiny_model(entangle_position_embedding=True)
+    entangled.load_state_dict(plain.state_dict())
+    batch = batch_for(["image", "text"])
+    with torch.no_grad():
+        a, b = plain(**batch), entangled(**batch)
+    assert not torch.allclose(a.encoder_last_hidden_state, b.encoder_last_hidden_state, atol=1e-3)
+    assert not torch.allclose(a.logits, b.logits, atol=1e-3)
