@@ -31,7 +31,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from modeling_unival.constrained_decoding import AnswerTrie, UnivalLocationLogitsProcessor
-from processing.constants import BIN_TOKEN_OFFSET, NUM_BINS
+from processing.constants import BIN_TOKEN_OFFSET
 from training.metrics import classification_accuracy, cider_d, coco_bleu, grounding_accuracy, vqa_accuracy, vqa_score
 
 
@@ -74,7 +74,7 @@ def generate_predictions(
             kwargs["max_new_tokens"] = max(kwargs.get("max_new_tokens", 0), max(len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in labels) + 1)
             kwargs.pop("min_new_tokens", None)
         if batch.task == "visual_grounding" and constrain_grounding:
-            processors.append(UnivalLocationLogitsProcessor(BIN_TOKEN_OFFSET, NUM_BINS))
+            processors.append(UnivalLocationLogitsProcessor(BIN_TOKEN_OFFSET, processor.num_bins))
         if processors:
             kwargs["logits_processor"] = LogitsProcessorList(processors)
         generated = model.generate(**batch.inputs, **kwargs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -93,12 +94,13 @@ def load_source(name: str, spec: dict):
         splits = files if isinstance(files, dict) else {"train": files}
         from datasets import DatasetDict
 
-        return DatasetDict(
+        loaded = DatasetDict(
             {
                 split: read_tsv(paths, spec["kind"], media_root=spec.get("media_root"), on_error=spec.get("on_error", "raise"))
                 for split, paths in splits.items()
             }
         )
+        return _with_derived_tasks(loaded, spec)
     if kind == "hf":
         import datasets
 
@@ -107,10 +109,23 @@ def load_source(name: str, spec: dict):
         loaded = datasets.load_from_disk(spec["path"]) if Path(spec["path"]).exists() else datasets.load_dataset(spec["path"])
         if isinstance(loaded, datasets.Dataset):
             loaded = datasets.DatasetDict({spec.get("split", "train"): loaded})
-        return datasets.DatasetDict(
+        converted = datasets.DatasetDict(
             {split: from_hf_dataset(ds, spec["task"], spec.get("columns") or {}) for split, ds in loaded.items()}
         )
+        return _with_derived_tasks(converted, spec)
     raise ValueError(f"source {name!r}: unknown type {kind!r}")
+
+
+def _with_derived_tasks(splits, spec: dict):
+    """With `derive_tasks: true` in the source spec, the training split also holds the matching / grounded-captioning
+    examples the original derives from every caption, VQA and grounding row (`training.data.derived`)."""
+    if not spec.get("derive_tasks"):
+        return splits
+    from training.data.derived import derive_pretraining_tasks
+
+    if "train" in splits:
+        splits["train"] = derive_pretraining_tasks(splits["train"], seed=spec.get("seed", 0))
+    return splits
 
 
 def build_stage_dataset(stage: StageSpec, sources: dict, split: str, max_examples: int | None = None):
@@ -182,6 +197,12 @@ class UnivalTrainer(Trainer):
             return self.task_sampler
         return super()._get_train_sampler(train_dataset)
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not return_outputs:
+            # A training step needs the loss only: project to the vocabulary at the supervised positions only.
+            inputs = {**inputs, "return_logits": False}
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Stages
@@ -220,7 +241,17 @@ def stage_training_arguments(base: TrainingArguments, explicit: set[str], stage:
     if unknown:
         raise ValueError(f"stage {stage.name!r}: unknown TrainingArguments field(s) {sorted(unknown)}")
     command_line = {name: getattr(base, name) for name in explicit if name in init_fields}
-    return TrainingArguments(**{**recipe_values, **command_line, **REQUIRED_TRAINING_ARGS, "output_dir": str(output_dir)})
+    values = {**recipe_values, **command_line, **REQUIRED_TRAINING_ARGS, "output_dir": str(output_dir)}
+    if "use_cpu" not in command_line and launched_on_cpu_processes():
+        # transformers 5 joins the process group on CPU only with `use_cpu`: without it every rank of a
+        # `torchrun`/`accelerate launch` job on a CPU machine trains alone, on the same batches.
+        values["use_cpu"] = True
+    return TrainingArguments(**values)
+
+
+def launched_on_cpu_processes() -> bool:
+    """Several processes were launched (torchrun / accelerate launch) on a machine without a GPU."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 def run_stage(
