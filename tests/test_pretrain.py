@@ -241,3 +241,12 @@ def test_stage_datasets_follow_the_task_and_modality_filters():
     with pytest.raises(ValueError, match="no 'audio_caption' examples"):
         build_stage_dataset(StageSpec("s", [DatasetSelection("w", tasks=["audio_caption"], modalities=["image"])]),
                             sources, "train")
+
+
+def test_a_world_generated_with_other_settings_is_refused(world):
+    """A recipe must not silently train on a world of another size or seed left in its path."""
+    from training.pretrain import load_source
+
+    assert len(load_source("world", {"type": "synthetic", "path": str(world), "num_examples": 80, "seed": 1})["train"])
+    with pytest.raises(ValueError, match="num_examples=80, seed=1"):
+        load_source("world", {"type": "synthetic", "path": str(world), "num_examples": 120, "seed": 1})

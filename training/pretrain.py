@@ -81,11 +81,18 @@ def load_source(name: str, spec: dict):
         from training.data.synthetic import generate_world, load_world
 
         path = Path(spec["path"])
+        wanted = {"num_examples": spec.get("num_examples", 4000), "seed": spec.get("seed", 0)}
         if not (path / "world.json").exists():
             with PartialState().main_process_first():
                 if not (path / "world.json").exists():
                     print(f"[pretrain] generating the synthetic world in {path}")
-                    generate_world(path, num_examples=spec.get("num_examples", 4000), seed=spec.get("seed", 0))
+                    generate_world(path, **wanted)
+        stored = json.loads((path / "world.json").read_text())["config"]
+        if any(key in spec and stored.get(key) != value for key, value in wanted.items()):
+            raise ValueError(
+                f"source {name!r}: the world in {path} was generated with num_examples={stored.get('num_examples')}, "
+                f"seed={stored.get('seed')}, but the recipe asks for {wanted}; delete it or point `path` elsewhere"
+            )
         return load_world(path)
     if kind == "tsv":
         from training.data.readers import read_tsv
