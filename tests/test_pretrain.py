@@ -250,3 +250,16 @@ def test_a_world_generated_with_other_settings_is_refused(world):
     assert len(load_source("world", {"type": "synthetic", "path": str(world), "num_examples": 80, "seed": 1})["train"])
     with pytest.raises(ValueError, match="num_examples=80, seed=1"):
         load_source("world", {"type": "synthetic", "path": str(world), "num_examples": 120, "seed": 1})
+
+
+@pytest.mark.parametrize("name", ["ddp_bf16", "fsdp_bf16", "deepspeed_zero2_bf16"])
+def test_shipped_accelerate_configs_load(name):
+    """The GPU launch configs documented in the README parse with accelerate's own loader (they cannot run here)."""
+    import modeling_unival.modeling_unival as modeling
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(REPO_ROOT / "training" / "accelerate_configs" / f"{name}.yaml"))
+    assert config.mixed_precision == "bf16" and config.num_processes == 8 and not config.use_cpu
+    if config.fsdp_config:
+        for cls in config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(","):
+            assert hasattr(modeling, cls), cls
