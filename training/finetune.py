@@ -22,6 +22,11 @@ Evaluation (`FinetuneTrainer.evaluate`) adds the task's generation metrics (`tra
 `eval_accuracy@0.5`, `eval_accuracy`, plus `eval_score` (the task's main metric), so `--metric_for_best_model cider`
 (default per task) and `--load_best_model_at_end` work.
 
+`--ema_decay D` keeps an exponential moving average of the trained weights (`training.ema.WeightEMA`; the
+original's VQA and video-QA finetunes used 0.9999 over tens of thousands of updates, so it is off by default here:
+short runs would end near their starting weights); the final evaluation, the saved model and a LoRA merge then use
+the averaged weights, and checkpoints carry the average for resuming.
+
 Output: `OUTPUT_DIR/final` (model, or LoRA adapter, + processor + `finetune_summary.json`), and with `--merge_lora`
 `OUTPUT_DIR/final_merged` (a full model + processor).
 """
@@ -55,6 +60,7 @@ from training.pretrain import (
     stage_training_arguments,
     train_and_summarise,
 )
+from training.ema import WeightEMA
 from training.recipe import DatasetSelection, StageSpec
 
 
@@ -166,6 +172,11 @@ class FinetuneArguments:
     lora_dropout: float = field(default=0.05)
     lora_targets: str = field(default=DEFAULT_LORA_TARGETS, metadata={"help": "comma-separated leaf module names"})
     merge_lora: bool = field(default=False, metadata={"help": "also write OUTPUT_DIR/final_merged (merged full model)"})
+    # weight averaging
+    ema_decay: float | None = field(
+        default=None, metadata={"help": "keep an EMA of the weights (the original VQA / video QA finetunes: 0.9999); "
+                                        "the final evaluation and the saved model use the averaged weights"})
+    ema_start_step: int = field(default=0, metadata={"help": "first optimizer step that updates the EMA"})
     train_modules: str | None = field(
         default=None, metadata={"help": "'linear' (only nn.Linear of the transformer layers), 'freeze_towers', or a "
                                         "regex over parameter names (matching parameters train)"})
@@ -419,6 +430,10 @@ def finetune(argv: list[str] | None = None):
         generation_examples = list(eval_dataset)
         if args.task in ("vqa", "video_qa"):  # answers restricted to the training answers (the original's trie)
             answer_examples = list(train_dataset.select_columns(["task", "target", "answers"]))
+    callbacks = [TaskMixtureCallback(collator)]
+    ema = WeightEMA(args.ema_decay, args.ema_start_step) if args.ema_decay is not None else None
+    if ema is not None:
+        callbacks.append(ema)
     trainer = FinetuneTrainer(
         model=model,
         args=training_args,
@@ -426,7 +441,7 @@ def finetune(argv: list[str] | None = None):
         eval_dataset=eval_dataset,
         data_collator=collator,
         processing_class=processor,
-        callbacks=[TaskMixtureCallback(collator)],
+        callbacks=callbacks,
         generation_collator=UnivalMultitaskCollator(processor, training=False),
         generation_examples=generation_examples,
         answer_examples=answer_examples,
@@ -445,7 +460,12 @@ def finetune(argv: list[str] | None = None):
         "train_modules": args.train_modules,
         "best_model_checkpoint": trainer.state.best_model_checkpoint,
         "merged_dir": str(output_dir / "final_merged") if args.lora and args.merge_lora else None,
+        "ema": {"decay": args.ema_decay, "start_step": args.ema_start_step} if ema is not None else None,
     }
+    if ema is not None:
+        # The finetuned model is the averaged one: final evaluation, saved weights, LoRA merge (the original's
+        # --ema-eval / --store-ema).
+        ema.copy_to(trainer.model)
     if eval_dataset is not None and len(eval_dataset):
         summary["eval"] = trainer.evaluate()
     final = output_dir / "final"
