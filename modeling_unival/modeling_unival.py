@@ -1158,10 +1158,11 @@ class UnivalForConditionalGeneration(UnivalPreTrainedModel, GenerationMixin):
             -100 where no loss is wanted. `decoder_input_ids` default to `labels` shifted right behind `<s>`.
         label_weights (`torch.FloatTensor` of shape `(batch_size,)`, *optional*): per-sample loss weights (the
             original's VQA answer confidences).
-        return_logits (`bool`, defaults to True): with `labels` and `return_logits=False`, the output projection
-            runs only at the supervised positions and `logits` is None. The loss is the same; in a multitask batch
-            most target positions are padding (captions beside yes/no answers) and the vocabulary-sized projection
-            dominates the step of a small model, so training steps use this (`UnivalTrainer`).
+        return_logits (`bool`, defaults to True): with `return_logits=False`, `logits` is None; with `labels`, the
+            output projection runs only at the supervised positions, for the loss (the same loss). In a multitask
+            batch most target positions are padding (captions beside yes/no answers) and the vocabulary-sized
+            projection dominates the step of a small model, so training steps use this (`UnivalTrainer`).
+            Without `labels`, nothing is projected (a custom criterion projects `decoder_features` itself).
         """
         if kwargs.get("past_key_values") is not None and cache is None:
             cache = kwargs.pop("past_key_values")
@@ -1189,7 +1190,17 @@ class UnivalForConditionalGeneration(UnivalPreTrainedModel, GenerationMixin):
         )
         hidden_states = outputs.last_hidden_state
         logits = loss = None
-        if labels is not None and not return_logits:
+        if not return_logits:
+            if labels is None:  # the caller projects `decoder_features` itself
+                return UnivalSeq2SeqLMOutput(
+                    cache=outputs.cache,
+                    decoder_hidden_states=outputs.decoder_hidden_states,
+                    encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+                    encoder_hidden_states=outputs.encoder_hidden_states,
+                    decoder_features=hidden_states,
+                    encoder_attention_mask=outputs.encoder_attention_mask,
+                    encoder_position_embeddings=outputs.encoder_position_embeddings,
+                )
             labels = labels.to(hidden_states.device)
             supervised = labels.ne(-100)
             weights = None

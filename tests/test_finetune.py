@@ -233,3 +233,29 @@ def test_train_modules_train_only_the_chosen_parameters(tmp_path, world, base_mo
     changed = {n for n in param_names(model) if n in base and not torch.equal(base[n], after[n])}
     assert changed and changed <= expected, sorted(changed - expected)
     assert len(changed) > len(expected) // 2  # most chosen parameters did move
+
+
+@pytest.mark.slow
+def test_caption_trains_with_the_encouraging_loss_by_default(tmp_path, world, base_model, monkeypatch):
+    """The caption row's criterion is the original's encouraging loss, with the worst tokens dropped from
+    `drop_worst_after` on; `--loss label_smoothed` trains with the model's own loss."""
+    import training.losses
+
+    calls = []
+    real = training.losses.label_smoothed_encouraging_loss
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs["drop_worst_ratio"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training.losses, "label_smoothed_encouraging_loss", recording)
+    flags = common_flags(base_model, world, tmp_path / "enc", steps=3, drop_worst_after=1, eval_strategy="no")
+    _, encouraging = finetune(["--task", "caption", *flags])
+    assert encouraging["loss"] == {"type": "encouraging", "log_end": 0.75, "drop_worst_ratio": 0.05,
+                                   "drop_worst_after": 1}
+    assert calls == [0.0, 0.05, 0.05]  # one call per training step; evaluation uses the model's loss
+    assert all(math.isfinite(loss) for loss in encouraging["losses"])
+    calls.clear()
+    flags = common_flags(base_model, world, tmp_path / "ls", steps=3, eval_strategy="no")
+    _, plain = finetune(["--task", "caption", "--loss", "label_smoothed", *flags])
+    assert plain["loss"] == {"type": "label_smoothed"} and calls == []

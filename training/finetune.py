@@ -22,6 +22,10 @@ Evaluation (`FinetuneTrainer.evaluate`) adds the task's generation metrics (`tra
 `eval_accuracy@0.5`, `eval_accuracy`, plus `eval_score` (the task's main metric), so `--metric_for_best_model cider`
 (default per task) and `--load_best_model_at_end` work.
 
+The criterion is the task's: the original's "encouraging loss" for captions and video QA (`training.losses`,
+`--loss`, `--encouraging_log_end`, `--drop_worst_ratio`, `--drop_worst_after`), the model's label-smoothed
+cross-entropy otherwise; evaluation losses are always the model's own.
+
 `--ema_decay D` keeps an exponential moving average of the trained weights (`training.ema.WeightEMA`; the
 original's VQA and video-QA finetunes used 0.9999 over tens of thousands of updates, so it is off by default here:
 short runs would end near their starting weights); the final evaluation, the saved model and a LoRA merge then use
@@ -82,46 +86,51 @@ FINETUNE_TRAINING_ARGS = {
 #: One row per task family: the original's finetuning settings. `training`: TrainingArguments values (`warmup_steps`
 #: < 1 is a ratio; batch = per-GPU batch x update_freq of the original); `label_smoothing` -> model.config;
 #: `freeze_embeddings`: the tied token embedding matrix is not trained (--freeze-encoder/decoder-embedding);
-#: `processor`: sizes for `make_processor`-style settings; `metric`: the default `metric_for_best_model`.
+#: `processor`: sizes for `make_processor`-style settings; `metric`: the default `metric_for_best_model`;
+#: `loss`: "encouraging" (label-smoothed CE + encouraging bonus, worst tokens dropped late; `training.losses`) or
+#: "label_smoothed" (the model's own loss).
 TASK_DEFAULTS: dict[str, dict] = {
     "caption": {  # COCO, caption/unival_caption_stage_1.sh
         "training": {"learning_rate": 1e-5, "num_train_epochs": 10, "warmup_steps": 0.06,
                      "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1},
-        "label_smoothing": 0.1, "freeze_embeddings": True, "processor": {"image_size": 480}, "metric": "cider",
+        "label_smoothing": 0.1, "freeze_embeddings": True, "processor": {"image_size": 480},
+        "loss": "encouraging", "metric": "cider",
     },
     "vqa": {  # VQAv2, vqa/unival_vqa.sh (prev_output layout)
         "training": {"learning_rate": 1e-4, "num_train_epochs": 20, "warmup_steps": 0.04,
                      "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1},
-        "label_smoothing": 0.1, "freeze_embeddings": True, "processor": {"image_size": 480}, "metric": "score",
+        "label_smoothing": 0.1, "freeze_embeddings": True, "processor": {"image_size": 480},
+        "loss": "label_smoothed", "metric": "score",
     },
     "visual_grounding": {  # RefCOCO/+/g, refcoco/unival_refcoco*.sh
         "training": {"learning_rate": 5e-5, "num_train_epochs": 10, "warmup_steps": 0.06,
                      "per_device_train_batch_size": 8, "gradient_accumulation_steps": 4},
         "label_smoothing": 0.1, "freeze_embeddings": False, "processor": {"image_size": 512},
-        "metric": "accuracy@0.5",
+        "loss": "label_smoothed", "metric": "accuracy@0.5",
     },
     "visual_entailment": {  # SNLI-VE, snli_ve/unival_snli_ve.sh (prev_output, no premise)
         "training": {"learning_rate": 5e-5, "num_train_epochs": 10, "warmup_steps": 0.06,
                      "per_device_train_batch_size": 8, "gradient_accumulation_steps": 4},
-        "label_smoothing": 0.0, "freeze_embeddings": False, "processor": {"image_size": 480}, "metric": "accuracy",
+        "label_smoothing": 0.0, "freeze_embeddings": False, "processor": {"image_size": 480},
+        "loss": "label_smoothed", "metric": "accuracy",
     },
     "video_caption": {  # MSR-VTT, caption/video/unival_video_caption_stage_1.sh
         "training": {"learning_rate": 1e-5, "num_train_epochs": 20, "warmup_steps": 0.06,
                      "per_device_train_batch_size": 16, "gradient_accumulation_steps": 2},
         "label_smoothing": 0.1, "freeze_embeddings": True, "processor": {"num_frames": 16, "video_crop_size": 384},
-        "metric": "cider",
+        "loss": "encouraging", "metric": "cider",
     },
     "video_qa": {  # MSR-VTT-QA, vqa/video/unival_video_vqa.sh (prev_output)
         "training": {"learning_rate": 1e-4, "num_train_epochs": 35, "warmup_steps": 0.04,
                      "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2},
         "label_smoothing": 0.1, "freeze_embeddings": True, "processor": {"num_frames": 8, "video_crop_size": 384},
-        "metric": "score",
+        "loss": "encouraging", "metric": "score",
     },
     "audio_caption": {  # AudioCaps, caption/audio/unival_audio_caption.sh
         "training": {"learning_rate": 1e-4, "num_train_epochs": 25, "warmup_steps": 0.06,
                      "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2},
         "label_smoothing": 0.1, "freeze_embeddings": True, "processor": {"audio_max_length": 480000},
-        "metric": "cider",
+        "loss": "encouraging", "metric": "cider",
     },
 }
 TASK_MODALITY = {
@@ -172,6 +181,11 @@ class FinetuneArguments:
     lora_dropout: float = field(default=0.05)
     lora_targets: str = field(default=DEFAULT_LORA_TARGETS, metadata={"help": "comma-separated leaf module names"})
     merge_lora: bool = field(default=False, metadata={"help": "also write OUTPUT_DIR/final_merged (merged full model)"})
+    # criterion
+    loss: str | None = field(default=None, metadata={"help": "'encouraging' or 'label_smoothed' (default: the task's)"})
+    encouraging_log_end: float = field(default=0.75, metadata={"help": "where the encouraging bonus turns linear"})
+    drop_worst_ratio: float = field(default=0.05, metadata={"help": "encouraging loss: fraction of worst tokens dropped"})
+    drop_worst_after: int = field(default=6000, metadata={"help": "encouraging loss: drop the worst tokens after this step"})
     # weight averaging
     ema_decay: float | None = field(
         default=None, metadata={"help": "keep an EMA of the weights (the original VQA / video QA finetunes: 0.9999); "
@@ -308,6 +322,17 @@ def lora_config(args: FinetuneArguments):
                       bias="none")
 
 
+def encouraging_settings(args: FinetuneArguments) -> dict | None:
+    """The encouraging-loss settings of the run, or None when it trains with the model's own loss."""
+    loss = args.loss or TASK_DEFAULTS[args.task]["loss"]
+    if loss not in ("encouraging", "label_smoothed"):
+        raise ValueError(f"--loss must be 'encouraging' or 'label_smoothed', got {loss!r}")
+    if loss == "label_smoothed":
+        return None
+    return {"log_end": args.encouraging_log_end, "drop_worst_ratio": args.drop_worst_ratio,
+            "drop_worst_after": args.drop_worst_after}
+
+
 def count_parameters(model) -> dict:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -319,13 +344,39 @@ class FinetuneTrainer(UnivalTrainer):
     the task's metrics (`training.evaluation.score_task`) to the metrics: `eval_cider`, ..., `eval_score`."""
 
     def __init__(self, *args, generation_collator=None, generation_examples=None, answer_examples=None,
-                 generation_overrides=None, **kwargs):
+                 generation_overrides=None, encouraging_loss: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        # {"log_end", "drop_worst_ratio", "drop_worst_after"}: train with `training.losses`' criterion
+        self.encouraging_loss = encouraging_loss
         self.generation_collator = generation_collator
         self.generation_examples = generation_examples
         self.answer_examples = answer_examples
         self.generation_overrides = generation_overrides
         self._in_evaluate = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.encouraging_loss is None or return_outputs:  # evaluation reports the model's own loss
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        from training.losses import label_smoothed_encouraging_loss
+
+        settings = self.encouraging_loss
+        labels, weights = inputs["labels"], inputs.get("label_weights")
+        # The decoder inputs are the collator's (`labels` are not passed, so the model computes no loss of its own).
+        model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "label_weights")}
+        features = model(**model_inputs, return_logits=False).decoder_features
+        supervised = labels.ne(-100)
+        token_weights = weights.unsqueeze(-1).expand_as(labels)[supervised] if weights is not None else None
+        unwrapped = self.accelerator.unwrap_model(model)
+        drop = settings["drop_worst_ratio"] if self.state.global_step >= settings["drop_worst_after"] else 0.0
+        return label_smoothed_encouraging_loss(
+            unwrapped.get_output_embeddings()(features[supervised]),
+            labels[supervised],
+            unwrapped.config.label_smoothing,
+            token_weights,
+            log_end=settings["log_end"],
+            drop_worst_ratio=drop,
+            num_items_in_batch=num_items_in_batch,
+        )
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         self._in_evaluate = True
@@ -446,6 +497,7 @@ def finetune(argv: list[str] | None = None):
         generation_examples=generation_examples,
         answer_examples=answer_examples,
         generation_overrides={"num_beams": args.eval_num_beams} if args.eval_num_beams else None,
+        encouraging_loss=encouraging_settings(args),
     )
     summary = {
         "task": args.task,
@@ -461,6 +513,8 @@ def finetune(argv: list[str] | None = None):
         "best_model_checkpoint": trainer.state.best_model_checkpoint,
         "merged_dir": str(output_dir / "final_merged") if args.lora and args.merge_lora else None,
         "ema": {"decay": args.ema_decay, "start_step": args.ema_start_step} if ema is not None else None,
+        "loss": encouraging_settings(args) and {"type": "encouraging", **encouraging_settings(args)}
+        or {"type": "label_smoothed"},
     }
     if ema is not None:
         # The finetuned model is the averaged one: final evaluation, saved weights, LoRA merge (the original's
