@@ -54,6 +54,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from modeling_unival import UnivalForConditionalGeneration
 from processing import UnivalProcessor
+from training.ema import WeightEMA
 from training.pretrain import (
     TaskCountingCollator,
     TaskMixtureCallback,
@@ -64,7 +65,6 @@ from training.pretrain import (
     stage_training_arguments,
     train_and_summarise,
 )
-from training.ema import WeightEMA
 from training.recipe import DatasetSelection, StageSpec
 
 
@@ -481,6 +481,7 @@ def finetune(argv: list[str] | None = None):
         generation_examples = list(eval_dataset)
         if args.task in ("vqa", "video_qa"):  # answers restricted to the training answers (the original's trie)
             answer_examples = list(train_dataset.select_columns(["task", "target", "answers"]))
+    criterion = encouraging_settings(args)
     callbacks = [TaskMixtureCallback(collator)]
     ema = WeightEMA(args.ema_decay, args.ema_start_step) if args.ema_decay is not None else None
     if ema is not None:
@@ -497,7 +498,7 @@ def finetune(argv: list[str] | None = None):
         generation_examples=generation_examples,
         answer_examples=answer_examples,
         generation_overrides={"num_beams": args.eval_num_beams} if args.eval_num_beams else None,
-        encouraging_loss=encouraging_settings(args),
+        encouraging_loss=criterion,
     )
     summary = {
         "task": args.task,
@@ -513,8 +514,7 @@ def finetune(argv: list[str] | None = None):
         "best_model_checkpoint": trainer.state.best_model_checkpoint,
         "merged_dir": str(output_dir / "final_merged") if args.lora and args.merge_lora else None,
         "ema": {"decay": args.ema_decay, "start_step": args.ema_start_step} if ema is not None else None,
-        "loss": encouraging_settings(args) and {"type": "encouraging", **encouraging_settings(args)}
-        or {"type": "label_smoothed"},
+        "loss": {"type": "encouraging", **criterion} if criterion else {"type": "label_smoothed"},
     }
     if ema is not None:
         # The finetuned model is the averaged one: final evaluation, saved weights, LoRA merge (the original's

@@ -51,26 +51,34 @@ def _question_kind(question: str) -> str:
     return " ".join(question.lower().split()[:2])
 
 
+def _pick_other(rng: np.random.Generator, pool: list[str], avoid: set[str]) -> str | None:
+    """A random element of `pool` not in `avoid` (a few draws, then a scan: pools are large, hits are common)."""
+    for _ in range(8):
+        candidate = pool[int(rng.integers(len(pool)))] if pool else None
+        if candidate is not None and candidate not in avoid:
+            return candidate
+    others = [c for c in pool if c not in avoid]
+    return others[int(rng.integers(len(others)))] if others else None
+
+
 def _negative_answer(rng: np.random.Generator, answer: str, pool: list[str]) -> str | None:
     if _NUMBER.match(answer):
         value = int(answer)
         return str(value + 1 if value == 0 or rng.random() < 0.5 else value - 1)
     if answer in ("yes", "no"):
         return "no" if answer == "yes" else "yes"
-    others = sorted({a for a in pool if a != answer})
-    return str(others[int(rng.integers(len(others)))]) if others else None
+    return _pick_other(rng, pool, {answer})
 
 
 def _negative_caption(rng: np.random.Generator, caption: str, tags: list[str], tag_words: list[str],
                       captions: list[str]) -> str | None:
     present = [t for t in dict.fromkeys(tags) if re.search(rf"\b{re.escape(t)}\b", caption)]
-    replacements = [w for w in tag_words if w not in present]
-    if present and replacements and rng.random() < TAG_NEGATIVE_PROBABILITY:
-        tag = present[int(rng.integers(len(present)))]
-        new = replacements[int(rng.integers(len(replacements)))]
-        return re.sub(rf"\b{re.escape(tag)}\b", new, caption, count=1)
-    others = [c for c in captions if c != caption]
-    return others[int(rng.integers(len(others)))] if others else None
+    if present and rng.random() < TAG_NEGATIVE_PROBABILITY:
+        new = _pick_other(rng, tag_words, set(present))
+        if new is not None:
+            tag = present[int(rng.integers(len(present)))]
+            return re.sub(rf"\b{re.escape(tag)}\b", new, caption, count=1)
+    return _pick_other(rng, captions, {caption})
 
 
 def derived_examples(examples: list[dict], seed: int = 0) -> list[dict]:
@@ -84,6 +92,7 @@ def derived_examples(examples: list[dict], seed: int = 0) -> list[dict]:
         elif ex["task"] in ("vqa", "video_qa"):
             answers[_question_kind(ex["question"])].extend(ex.get("answers") or [ex["target"]])
     tag_list = sorted(tag_words)
+    answer_pools = {kind: sorted(set(pool)) for kind, pool in answers.items()}
     out = []
     for index, ex in enumerate(examples):
         task = DERIVED_TASK.get(ex["task"])
@@ -98,7 +107,7 @@ def derived_examples(examples: list[dict], seed: int = 0) -> list[dict]:
         else:
             positive = rng.random() < POSITIVE_PROBABILITY
             if task == "qa_matching":
-                negative = None if positive else _negative_answer(rng, ex["target"], answers[_question_kind(ex["question"])])
+                negative = None if positive else _negative_answer(rng, ex["target"], answer_pools[_question_kind(ex["question"])])
                 fields.update(question=ex["question"], text=ex["target"] if negative is None else negative)
             else:
                 negative = None if positive else _negative_caption(
