@@ -1,0 +1,23 @@
+"""The learnability probes of examples/ run end to end (a few steps; their findings are in the README)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+
+@pytest.mark.parametrize("probe, layout, expected", [
+    ("colour", "none", "accuracy"),
+    ("match", "prev_output", "accuracy"),
+    ("locate", "none", "mean coordinate error"),
+])
+def test_probe_runs(probe, layout, expected):
+    command = [sys.executable, str(REPO_ROOT / "examples" / "probe_learnability.py"), "--probe", probe, "--steps", "2",
+               "--batch-size", "4", "--layout", layout]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{probe}, 2 steps" in result.stdout and expected in result.stdout
