@@ -1080,6 +1080,30 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill(shifted.eq(-100), pad_token_id)
 
 
+def label_smoothed_token_losses(log_probs: torch.Tensor, labels: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """fairseq's label-smoothed NLL of every token: `(1 - eps - eps / (V - 1)) * nll + eps / (V - 1) * sum_v(-log p_v)`.
+    `log_probs` are `labels.shape + (V,)`; every label must be a vocabulary index."""
+    nll = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    if epsilon <= 0:
+        return nll
+    eps_i = epsilon / (log_probs.shape[-1] - 1)
+    return (1.0 - epsilon - eps_i) * nll + eps_i * -log_probs.sum(-1)
+
+
+def supervised_positions(
+    hidden_states: torch.Tensor, labels: torch.Tensor, label_weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The decoder features (num_targets, d), labels (num_targets,) and per-sample weights repeated per token
+    (num_targets,) or None, at the positions whose label is not -100: what a loss needs to project to the
+    vocabulary only where there is a target."""
+    labels = labels.to(hidden_states.device)
+    supervised = labels.ne(-100)
+    weights = None
+    if label_weights is not None:
+        weights = label_weights.to(hidden_states.device).unsqueeze(-1).expand_as(labels)[supervised]
+    return hidden_states[supervised], labels[supervised], weights
+
+
 def label_smoothed_cross_entropy(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -1095,17 +1119,9 @@ def label_smoothed_cross_entropy(
     sum is divided by `num_items_in_batch` when given (gradient accumulation / DDP), otherwise by the number of
     tokens.
     """
-    vocab_size = logits.shape[-1]
     log_probs = nn.functional.log_softmax(logits.float(), dim=-1)
     valid = labels.ne(-100)
-    safe_labels = labels.masked_fill(~valid, 0)
-    nll = -log_probs.gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
-    token_loss = nll
-    if epsilon > 0:
-        eps_i = epsilon / (vocab_size - 1)
-        smooth = -log_probs.sum(-1)
-        token_loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
-    token_loss = token_loss * valid
+    token_loss = label_smoothed_token_losses(log_probs, labels.masked_fill(~valid, 0), epsilon) * valid
     if label_weights is not None:
         weights = label_weights.to(token_loss.dtype)
         token_loss = token_loss * (weights.unsqueeze(-1) if weights.dim() < token_loss.dim() else weights)
@@ -1189,36 +1205,17 @@ class UnivalForConditionalGeneration(UnivalPreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
         )
         hidden_states = outputs.last_hidden_state
-        logits = loss = None
-        if not return_logits:
-            if labels is None:  # the caller projects `decoder_features` itself
-                return UnivalSeq2SeqLMOutput(
-                    cache=outputs.cache,
-                    decoder_hidden_states=outputs.decoder_hidden_states,
-                    encoder_last_hidden_state=outputs.encoder_last_hidden_state,
-                    encoder_hidden_states=outputs.encoder_hidden_states,
-                    decoder_features=hidden_states,
-                    encoder_attention_mask=outputs.encoder_attention_mask,
-                    encoder_position_embeddings=outputs.encoder_position_embeddings,
-                )
-            labels = labels.to(hidden_states.device)
-            supervised = labels.ne(-100)
-            weights = None
-            if label_weights is not None:
-                weights = label_weights.to(hidden_states.device).unsqueeze(-1).expand_as(labels)[supervised]
+        logits = self.lm_head(hidden_states) if return_logits else None
+        loss = None
+        if labels is not None and logits is not None:
             loss = label_smoothed_cross_entropy(
-                self.lm_head(hidden_states[supervised]),  # (num_targets, vocab)
-                labels[supervised],
-                self.config.label_smoothing,
-                weights,
-                num_items_in_batch,
+                logits, labels.to(logits.device), self.config.label_smoothing, label_weights, num_items_in_batch
             )
-        else:
-            logits = self.lm_head(hidden_states)
-            if labels is not None:
-                loss = label_smoothed_cross_entropy(
-                    logits, labels.to(logits.device), self.config.label_smoothing, label_weights, num_items_in_batch
-                )
+        elif labels is not None:
+            features, targets, weights = supervised_positions(hidden_states, labels, label_weights)
+            loss = label_smoothed_cross_entropy(
+                self.lm_head(features), targets, self.config.label_smoothing, weights, num_items_in_batch
+            )
         return UnivalSeq2SeqLMOutput(
             loss=loss,
             logits=logits,
@@ -1240,6 +1237,8 @@ __all__ = [
     "UnivalForConditionalGeneration",
     "UnivalEncoderOutput",
     "label_smoothed_cross_entropy",
+    "label_smoothed_token_losses",
+    "supervised_positions",
     "shift_tokens_right",
     "token_relative_position_bucket",
     "patch_relative_position_bucket",

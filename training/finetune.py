@@ -53,6 +53,7 @@ from accelerate import PartialState
 from transformers import HfArgumentParser, TrainingArguments
 
 from modeling_unival import UnivalForConditionalGeneration
+from modeling_unival.modeling_unival import supervised_positions
 from processing import UnivalProcessor
 from training.ema import WeightEMA
 from training.pretrain import (
@@ -360,19 +361,17 @@ class FinetuneTrainer(UnivalTrainer):
         from training.losses import label_smoothed_encouraging_loss
 
         settings = self.encouraging_loss
-        labels, weights = inputs["labels"], inputs.get("label_weights")
         # The decoder inputs are the collator's (`labels` are not passed, so the model computes no loss of its own).
         model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "label_weights")}
-        features = model(**model_inputs, return_logits=False).decoder_features
-        supervised = labels.ne(-100)
-        token_weights = weights.unsqueeze(-1).expand_as(labels)[supervised] if weights is not None else None
+        hidden_states = model(**model_inputs, return_logits=False).decoder_features
+        features, targets, weights = supervised_positions(hidden_states, inputs["labels"], inputs.get("label_weights"))
         unwrapped = self.accelerator.unwrap_model(model)
         drop = settings["drop_worst_ratio"] if self.state.global_step >= settings["drop_worst_after"] else 0.0
         return label_smoothed_encouraging_loss(
-            unwrapped.get_output_embeddings()(features[supervised]),
-            labels[supervised],
+            unwrapped.get_output_embeddings()(features),
+            targets,
             unwrapped.config.label_smoothing,
-            token_weights,
+            weights,
             log_end=settings["log_end"],
             drop_worst_ratio=drop,
             num_items_in_batch=num_items_in_batch,

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from modeling_unival.modeling_unival import label_smoothed_token_losses
+
 
 def encouraging_bonus(probs: torch.Tensor, log_end: float) -> torch.Tensor:
     """`log(1 - p)`, continued by its tangent above `log_end` (1.0: the plain log, clamped)."""
@@ -49,9 +51,7 @@ def label_smoothed_encouraging_loss(
     log_probs = nn.functional.log_softmax(logits.float(), dim=-1)
     if label_weights is not None:
         log_probs = log_probs * label_weights.to(log_probs.dtype).unsqueeze(-1)
-    target_log_probs = log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    eps_i = epsilon / (vocab_size - 1)
-    token_loss = (1.0 - epsilon - eps_i) * -target_log_probs + eps_i * -log_probs.sum(-1)
+    token_loss = label_smoothed_token_losses(log_probs, labels, epsilon)
     if drop_worst_ratio > 0:
         keep = int(token_loss.shape[0] * (1.0 - drop_worst_ratio))
         token_loss, kept = torch.topk(token_loss, k=keep, largest=False)
