@@ -107,7 +107,8 @@ def derived_examples(examples: list[dict], seed: int = 0) -> list[dict]:
         else:
             positive = rng.random() < POSITIVE_PROBABILITY
             if task == "qa_matching":
-                negative = None if positive else _negative_answer(rng, ex["target"], answer_pools[_question_kind(ex["question"])])
+                pool = answer_pools[_question_kind(ex["question"])]
+                negative = None if positive else _negative_answer(rng, ex["target"], pool)
                 fields.update(question=ex["question"], text=ex["target"] if negative is None else negative)
             else:
                 negative = None if positive else _negative_caption(
