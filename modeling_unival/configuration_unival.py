@@ -214,7 +214,11 @@ class UnivalConfig(PreTrainedConfig):
             only as attention biases; adding them helps a small model trained from scratch learn locations.
         add_type_embedding (`bool`, defaults to True): add a learned type embedding (0 text, 1 patch).
         layer_norm_eps (`float`, defaults to 1e-5).
-        init_std (`float`, defaults to 0.02): standard deviation of the normal initialisation.
+        init_std (`float`, defaults to 0.02): standard deviation of the normal initialisation of the transformer's
+            linear and embedding weights (BART's value, made for d_model = 768). A small model trained from scratch
+            needs about `d_model ** -0.5`: at d_model = 128 and 0.02 the attention logits start near zero and tasks
+            that compare two inputs (text-image matching, "is X the same as Y?") stay at chance for thousands of
+            steps (`examples/probe_learnability.py --probe compare`).
         sample_patch_num (`int`, *optional*): during training only, keep a random subset of this many patch
             tokens per sample when there are more (the original also did this at inference, which we do not).
         label_smoothing (`float`, defaults to 0.1): label smoothing of the training loss (fairseq's formula).

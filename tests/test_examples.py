@@ -12,6 +12,8 @@ from conftest import REPO_ROOT
 @pytest.mark.parametrize("probe, layout, expected", [
     ("colour", "none", "accuracy"),
     ("match", "prev_output", "accuracy"),
+    ("colour+match", "none", "accuracy"),
+    ("compare", "none", "accuracy"),
     ("locate", "none", "mean coordinate error"),
 ])
 def test_probe_runs(probe, layout, expected):
