@@ -213,3 +213,21 @@ def test_video_encoding_is_deterministic(tmp_path):
         assert decoded.shape == frames.shape
         assert np.abs(decoded.astype(int) - frames.astype(int)).max() <= 2
     assert len(digests) == 2
+
+
+def test_matching_negatives_mix_minimal_mutations_and_other_scenes(tmp_path):
+    """As the original: 40% of the negatives change one detail of the true caption, the rest describe another scene;
+    every label is re-checked against the rendered media."""
+    tasks = ("image_text_matching", "video_text_matching", "audio_text_matching")
+    dd = synthetic.generate_world(tmp_path / "mix", num_examples=240, seed=5, tasks=tasks, verify=True)
+    kinds = Counter(json.loads(ex["metadata"])["negative"] for split in dd.values() for ex in split
+                    if ex["target"] == "no")
+    negatives = sum(kinds.values())
+    assert negatives > 80 and kinds["other_scene"] and len(kinds) > 3
+    assert 0.45 < kinds["other_scene"] / negatives < 0.75
+    only_minimal = synthetic.generate_world(tmp_path / "minimal", num_examples=60, seed=5, tasks=tasks,
+                                            minimal_negative_rate=1.0)
+    assert not any(json.loads(ex["metadata"]).get("negative") == "other_scene"
+                   for split in only_minimal.values() for ex in split)
+    with pytest.raises(ValueError, match="minimal_negative_rate"):
+        synthetic.write_world(tmp_path / "bad", num_examples=5, minimal_negative_rate=1.5)

@@ -243,13 +243,17 @@ def test_stage_datasets_follow_the_task_and_modality_filters():
                             sources, "train")
 
 
-def test_a_world_generated_with_other_settings_is_refused(world):
-    """A recipe must not silently train on a world of another size or seed left in its path."""
+def test_a_world_generated_with_other_settings_is_refused(world, tmp_path):
+    """A recipe must not silently train on a world of another size, seed or generator version left in its path."""
     from training.pretrain import load_source
 
     assert len(load_source("world", {"type": "synthetic", "path": str(world), "num_examples": 80, "seed": 1})["train"])
     with pytest.raises(ValueError, match="num_examples=80, seed=1"):
         load_source("world", {"type": "synthetic", "path": str(world), "num_examples": 120, "seed": 1})
+    manifest = json.loads((world / "world.json").read_text())
+    (tmp_path / "world.json").write_text(json.dumps(manifest | {"generator_version": 1}))
+    with pytest.raises(ValueError, match="version 1 of the generator"):
+        load_source("world", {"type": "synthetic", "path": str(tmp_path), "num_examples": 80, "seed": 1})
 
 
 @pytest.mark.parametrize("name", ["ddp_bf16", "fsdp_bf16", "deepspeed_zero2_bf16"])

@@ -78,7 +78,7 @@ def load_source(name: str, spec: dict):
     """A recipe source as a `DatasetDict` (synthetic world) or a `Dataset` (one split) of schema examples."""
     kind = spec["type"]
     if kind == "synthetic":
-        from training.data.synthetic import generate_world, load_world
+        from training.data.synthetic import GENERATOR_VERSION, generate_world, load_world
 
         path = Path(spec["path"])
         wanted = {"num_examples": spec.get("num_examples", 4000), "seed": spec.get("seed", 0)}
@@ -87,11 +87,17 @@ def load_source(name: str, spec: dict):
                 if not (path / "world.json").exists():
                     print(f"[pretrain] generating the synthetic world in {path}")
                     generate_world(path, **wanted)
-        stored = json.loads((path / "world.json").read_text())["config"]
+        manifest = json.loads((path / "world.json").read_text())
+        stored = manifest["config"]
         if any(key in spec and stored.get(key) != value for key, value in wanted.items()):
             raise ValueError(
                 f"source {name!r}: the world in {path} was generated with num_examples={stored.get('num_examples')}, "
                 f"seed={stored.get('seed')}, but the recipe asks for {wanted}; delete it or point `path` elsewhere"
+            )
+        if manifest.get("generator_version") != GENERATOR_VERSION:
+            raise ValueError(
+                f"source {name!r}: the world in {path} was made by version {manifest.get('generator_version')} of the "
+                f"generator, this is version {GENERATOR_VERSION}; delete it or point `path` elsewhere"
             )
         return load_world(path)
     if kind == "tsv":

@@ -5,8 +5,9 @@
 * **images** (PNG, ``image_size`` px square, default 128): 1-4 coloured shapes (6 shapes, 8 colours, 3 sizes) at known
   positions on plain or lightly textured light backgrounds. Tasks: ``caption``, ``vqa`` (colour / shape / size /
   counts / existence / relations, with 10 simulated annotators), ``qa_matching``, ``visual_grounding`` (referring
-  expression -> exact pixel box), ``grounded_caption`` (box -> region caption), ``image_text_matching`` (yes/no
-  with minimally-mutated negative captions), ``visual_entailment`` (yes / no / maybe; "maybe" for statements a still
+  expression -> exact pixel box), ``grounded_caption`` (box -> region caption), ``image_text_matching`` (yes/no;
+  negatives as the original mixes them: 40% a minimal mutation of the true caption, 60% another scene's caption),
+  ``visual_entailment`` (yes / no / maybe; "maybe" for statements a still
   image cannot decide: motion, hidden objects, drawing order, material).
 * **videos** (MP4, H.264 via PyAV, lossless yuv444p by default, ``video_size`` px, ``num_frames`` frames, default
   64 px x 16 frames): shapes that move left/right/up/down, appear, disappear or change colour, optionally next to
@@ -49,7 +50,7 @@ from .schema import FIELDS, SPLITS, TASKS, make_example
 from .semantics import Obj, Undefined, is_unique, spatial_relation
 from .vocab import Attr
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_NUM_EXAMPLES = 4000
 DEFAULT_SEED = 0
 
@@ -92,6 +93,10 @@ class WorldConfig:
     video_pix_fmt: str = "yuv444p"
     sample_rate: int = 48000
     audio_format: str = "flac"
+    #: share of the matching tasks' negatives that are minimal mutations of the true caption (one attribute, object,
+    #: relation or event changed); the others are the caption of another random scene. The original draws a one-tag
+    #: replacement with probability 0.4 and otherwise a random caption of the corpus.
+    minimal_negative_rate: float = 0.4
 
     def validate(self) -> None:
         if self.num_examples < 0:
@@ -112,6 +117,8 @@ class WorldConfig:
             raise ValueError("num_frames must be in [8, 64]")
         if self.video_pix_fmt not in ("yuv444p", "yuv420p"):
             raise ValueError("video_pix_fmt must be 'yuv444p' or 'yuv420p'")
+        if not 0.0 <= self.minimal_negative_rate <= 1.0:
+            raise ValueError("minimal_negative_rate must be in [0, 1]")
         if self.audio_format not in ("flac", "wav"):
             raise ValueError("audio_format must be 'flac' or 'wav'")
         if not self.active_modalities():
@@ -362,6 +369,18 @@ def _image_question(rng: np.random.Generator, objs: Sequence[Obj], qtype: str):
     raise ValueError(qtype)
 
 
+def _image_caption_is_false(caption: str, objs: Sequence[Obj]) -> bool:
+    try:
+        return semantics.caption_problem(vocab.parse_caption(caption), objs) is not None
+    except Undefined:  # a caption about objects the scene lacks
+        return True
+
+
+def _video_caption_is_false(caption: str, events) -> bool:
+    parsed = vocab.parse_video_caption(caption)
+    return parsed is not None and semantics.video_caption_problem(*parsed, events) is not None
+
+
 def _negative_caption(rng: np.random.Generator, objs: Sequence[Obj], canvas: int) -> tuple[str, str]:
     """A caption of a minimally mutated scene that is false of ``objs``; returns (caption, mutation)."""
     for _ in range(50):
@@ -398,14 +417,26 @@ def _negative_caption(rng: np.random.Generator, objs: Sequence[Obj], canvas: int
                                         (objs[j].size, objs[j].colour, objs[j].shape)], wrong)
         else:
             cap = _captions(rng, mutated)[0]
-        claim = vocab.parse_caption(cap)
-        try:
-            false = semantics.caption_problem(claim, objs) is not None
-        except Undefined:
-            false = True
-        if false:
+        if _image_caption_is_false(cap, objs):
             return cap, kind
     raise WorldError("could not build a negative caption")
+
+
+def _other_scene_caption(rng: np.random.Generator, cfg: WorldConfig, level: int, modality: str,
+                         is_false: Callable[[str], bool]) -> tuple[str, str]:
+    """The caption of another random scene of ``modality`` that ``is_false`` of this one (the matching tasks' easy
+    negatives, as the original's random captions); returns (caption, "other_scene")."""
+    for _ in range(50):
+        other = _SCENE_FN[modality](rng, cfg, level)  # a scene description only: nothing is rendered
+        if modality == "image":
+            caption = _captions(rng, _image_objs(other))[0]
+        elif modality == "video":
+            caption = vocab.render_video_caption(*_video_clauses(other))
+        else:
+            caption = vocab.render_audio_caption(_audio_groups(other))
+        if is_false(caption):
+            return caption, "other_scene"
+    raise WorldError(f"could not find a false {modality} caption among other scenes")
 
 
 def _hypothesis(rng: np.random.Generator, objs: Sequence[Obj], label: str) -> vocab.Hypothesis:
@@ -516,7 +547,11 @@ def _image_examples(rng: np.random.Generator, cfg: WorldConfig, scene: dict, lev
                 if rng.random() < 0.5:
                     ex = dict(text=_choice(rng, captions), target="yes", metadata=base | {"negative": None})
                 else:
-                    cap, kind = _negative_caption(rng, objs, cfg.image_size)
+                    if rng.random() < cfg.minimal_negative_rate:
+                        cap, kind = _negative_caption(rng, objs, cfg.image_size)
+                    else:
+                        cap, kind = _other_scene_caption(rng, cfg, level, "image",
+                                                         lambda c: _image_caption_is_false(c, objs))
                     ex = dict(text=cap, target="no", metadata=base | {"negative": kind})
             elif task == "visual_entailment":
                 label = str(_choice(rng, ("yes", "no", "maybe")))
@@ -700,8 +735,7 @@ def _negative_video_caption(rng: np.random.Generator, scene: dict, events) -> tu
         if lst is not None:
             lst[i] = c
         cap = vocab.render_video_caption(a2, s2)
-        parsed = vocab.parse_video_caption(cap)
-        if parsed is not None and semantics.video_caption_problem(*parsed, events) is not None:
+        if _video_caption_is_false(cap, events):
             return cap, kind
     raise WorldError("could not build a negative video caption")
 
@@ -749,7 +783,11 @@ def _video_examples(rng: np.random.Generator, cfg: WorldConfig, scene: dict, lev
                 if rng.random() < 0.5:
                     ex = dict(text=_choice(rng, captions), target="yes", metadata=base | {"negative": None})
                 else:
-                    cap, kind = _negative_video_caption(rng, scene, events)
+                    if rng.random() < cfg.minimal_negative_rate:
+                        cap, kind = _negative_video_caption(rng, scene, events)
+                    else:
+                        cap, kind = _other_scene_caption(rng, cfg, level, "video",
+                                                         lambda c: _video_caption_is_false(c, events))
                     ex = dict(text=cap, target="no", metadata=base | {"negative": kind})
             else:
                 raise ValueError(task)
@@ -861,7 +899,10 @@ def _audio_examples(rng: np.random.Generator, cfg: WorldConfig, scene: dict, lev
             if rng.random() < 0.5:
                 ex = dict(text=caption, target="yes", metadata=base | {"negative": None})
             else:
-                cap, kind = _negative_audio_caption(rng, groups)
+                if rng.random() < cfg.minimal_negative_rate:
+                    cap, kind = _negative_audio_caption(rng, groups)
+                else:  # audio captions are canonical: another caption describes other sounds
+                    cap, kind = _other_scene_caption(rng, cfg, level, "audio", lambda c: c != caption)
                 ex = dict(text=cap, target="no", metadata=base | {"negative": kind})
         else:
             raise ValueError(task)
@@ -1099,6 +1140,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--video-pix-fmt", choices=("yuv444p", "yuv420p"), default="yuv444p")
     p.add_argument("--sample-rate", type=int, default=48000)
     p.add_argument("--audio-format", choices=("flac", "wav"), default="flac")
+    p.add_argument("--minimal-negative-rate", type=float, default=WorldConfig.minimal_negative_rate,
+                   help="share of the matching negatives that minimally mutate the true caption (the rest describe "
+                        "another scene)")
     p.add_argument("--split-fractions", type=_csv, default=("0.8", "0.1", "0.1"),
                    help="train,validation,test fractions (default 0.8,0.1,0.1)")
     p.add_argument("--overwrite", action="store_true", help="replace a world already in --out")
@@ -1110,8 +1154,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         num_examples=args.num_examples, seed=args.seed, modalities=args.modalities, tasks=args.tasks,
         difficulties=tuple(int(d) for d in args.difficulties), image_size=args.image_size,
         video_size=args.video_size, num_frames=args.num_frames, video_pix_fmt=args.video_pix_fmt,
-        sample_rate=args.sample_rate,
-        audio_format=args.audio_format,
+        sample_rate=args.sample_rate, audio_format=args.audio_format,
+        minimal_negative_rate=args.minimal_negative_rate,
         split_fractions=dict(zip(SPLITS, (float(x) for x in args.split_fractions))),
     )
     t0 = time.perf_counter()
