@@ -44,8 +44,8 @@ IMAGE, SQUARE = 96, 24
 def sample(probe: str, n: int, rng: np.random.Generator, tokenizer, layout: str):
     """(model inputs with labels, position of the answer token in the labels, answer ids)."""
     if probe == "colour+match":
-        return _concat(sample("colour", n // 2, rng, tokenizer, layout), sample("match", n - n // 2, rng, tokenizer, layout),
-                       tokenizer.pad_token_id)
+        colour = sample("colour", n // 2, rng, tokenizer, layout)
+        return _concat(colour, sample("match", n - n // 2, rng, tokenizer, layout), tokenizer.pad_token_id)
     names = list(COLOURS)
     if probe == "compare":
         texts, answers = [], []
@@ -57,7 +57,8 @@ def sample(probe: str, n: int, rng: np.random.Generator, tokenizer, layout: str)
         encoded = tokenizer(texts, return_tensors="pt", padding=True)
         answer_ids = torch.tensor(answers)
         labels = torch.cat([answer_ids, torch.full((n, 1), tokenizer.eos_token_id)], dim=1)
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}, 0, answer_ids
+        inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
+        return inputs, 0, answer_ids
     images = torch.ones(n, 3, IMAGE, IMAGE)
     texts, answers = [], []
     for i in range(n):
@@ -153,8 +154,8 @@ def main() -> None:
         accuracy = (predicted == answers[:, 0]).float().mean()
         majority = answers[:, 0].unique(return_counts=True)[1].max() / len(answers)
         result = f"accuracy {accuracy:.3f} (majority answer: {majority:.3f})"
-    print(f"{args.probe}, {args.steps} steps at lr {args.lr}, init_std {args.init_std} ({args.layout} layout): {result}; "
-          f"{time.perf_counter() - start:.0f} s")
+    print(f"{args.probe}, {args.steps} steps at lr {args.lr}, init_std {args.init_std} ({args.layout} layout): "
+          f"{result}; {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
