@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 
 EMA_FILE = "ema.safetensors"
@@ -42,9 +43,14 @@ class WeightEMA(TrainerCallback):
     def _parameters(model) -> dict[str, torch.nn.Parameter]:
         return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
+    @staticmethod
+    def _checkpoint_dir(args, state) -> Path:
+        """The folder `Trainer` writes (and resumes) the checkpoint of the current step in."""
+        return Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.shadow = {name: p.detach().float().clone() for name, p in self._parameters(model).items()}
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}" / EMA_FILE
+        checkpoint = self._checkpoint_dir(args, state) / EMA_FILE
         if state.global_step == 0:
             return
         if not checkpoint.exists():
@@ -65,7 +71,7 @@ class WeightEMA(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            folder = self._checkpoint_dir(args, state)
             folder.mkdir(parents=True, exist_ok=True)
             save_file({name: t.contiguous().cpu() for name, t in self.shadow.items()}, str(folder / EMA_FILE))
 

@@ -78,10 +78,13 @@ def load_source(name: str, spec: dict):
     """A recipe source as a `DatasetDict` (synthetic world) or a `Dataset` (one split) of schema examples."""
     kind = spec["type"]
     if kind == "synthetic":
-        from training.data.synthetic import GENERATOR_VERSION, generate_world, load_world
+        from training.data.synthetic import (
+            DEFAULT_NUM_EXAMPLES, DEFAULT_SEED, GENERATOR_VERSION, generate_world, load_world
+        )
 
         path = Path(spec["path"])
-        wanted = {"num_examples": spec.get("num_examples", 4000), "seed": spec.get("seed", 0)}
+        wanted = {"num_examples": spec.get("num_examples", DEFAULT_NUM_EXAMPLES),
+                  "seed": spec.get("seed", DEFAULT_SEED)}
         if not (path / "world.json").exists():
             with PartialState().main_process_first():
                 if not (path / "world.json").exists():

@@ -439,6 +439,15 @@ def _other_scene_caption(rng: np.random.Generator, cfg: WorldConfig, level: int,
     raise WorldError(f"could not find a false {modality} caption among other scenes")
 
 
+def _matching_negative(rng: np.random.Generator, cfg: WorldConfig, level: int, modality: str,
+                       minimal: Callable[[], tuple[str, str]], is_false: Callable[[str], bool]) -> tuple[str, str]:
+    """A matching task's negative caption and its kind: ``minimal()`` (one detail of the true caption changed) with
+    probability ``cfg.minimal_negative_rate``, otherwise another scene's caption."""
+    if rng.random() < cfg.minimal_negative_rate:
+        return minimal()
+    return _other_scene_caption(rng, cfg, level, modality, is_false)
+
+
 def _hypothesis(rng: np.random.Generator, objs: Sequence[Obj], label: str) -> vocab.Hypothesis:
     H = vocab.Hypothesis
     n = len(objs)
@@ -547,11 +556,9 @@ def _image_examples(rng: np.random.Generator, cfg: WorldConfig, scene: dict, lev
                 if rng.random() < 0.5:
                     ex = dict(text=_choice(rng, captions), target="yes", metadata=base | {"negative": None})
                 else:
-                    if rng.random() < cfg.minimal_negative_rate:
-                        cap, kind = _negative_caption(rng, objs, cfg.image_size)
-                    else:
-                        cap, kind = _other_scene_caption(rng, cfg, level, "image",
-                                                         lambda c: _image_caption_is_false(c, objs))
+                    cap, kind = _matching_negative(rng, cfg, level, "image",
+                                                   lambda: _negative_caption(rng, objs, cfg.image_size),
+                                                   lambda c: _image_caption_is_false(c, objs))
                     ex = dict(text=cap, target="no", metadata=base | {"negative": kind})
             elif task == "visual_entailment":
                 label = str(_choice(rng, ("yes", "no", "maybe")))
@@ -783,11 +790,9 @@ def _video_examples(rng: np.random.Generator, cfg: WorldConfig, scene: dict, lev
                 if rng.random() < 0.5:
                     ex = dict(text=_choice(rng, captions), target="yes", metadata=base | {"negative": None})
                 else:
-                    if rng.random() < cfg.minimal_negative_rate:
-                        cap, kind = _negative_video_caption(rng, scene, events)
-                    else:
-                        cap, kind = _other_scene_caption(rng, cfg, level, "video",
-                                                         lambda c: _video_caption_is_false(c, events))
+                    cap, kind = _matching_negative(rng, cfg, level, "video",
+                                                   lambda: _negative_video_caption(rng, scene, events),
+                                                   lambda c: _video_caption_is_false(c, events))
                     ex = dict(text=cap, target="no", metadata=base | {"negative": kind})
             else:
                 raise ValueError(task)
@@ -899,10 +904,9 @@ def _audio_examples(rng: np.random.Generator, cfg: WorldConfig, scene: dict, lev
             if rng.random() < 0.5:
                 ex = dict(text=caption, target="yes", metadata=base | {"negative": None})
             else:
-                if rng.random() < cfg.minimal_negative_rate:
-                    cap, kind = _negative_audio_caption(rng, groups)
-                else:  # audio captions are canonical: another caption describes other sounds
-                    cap, kind = _other_scene_caption(rng, cfg, level, "audio", lambda c: c != caption)
+                # audio captions are canonical: another caption describes other sounds
+                cap, kind = _matching_negative(rng, cfg, level, "audio", lambda: _negative_audio_caption(rng, groups),
+                                               lambda c: c != caption)
                 ex = dict(text=cap, target="no", metadata=base | {"negative": kind})
         else:
             raise ValueError(task)
