@@ -45,6 +45,24 @@ def test_same_seed_gives_byte_identical_files(worlds):
     assert kinds[".png"] > 0 and kinds[".mp4"] > 0 and kinds[".flac"] > 0 and kinds[".jsonl"] == 6
 
 
+def test_media_written_by_several_processes_are_the_same_bytes(tmp_path, monkeypatch):
+    pools = []
+
+    class CountingPool(synthetic.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(kwargs.get("max_workers"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "ProcessPoolExecutor", CountingPool)
+    # 1,200 examples: ~200 training scenes, enough for the process pool (small splits are written in-process)
+    config = dict(num_examples=1200, seed=5)
+    synthetic.write_world(tmp_path / "one", synthetic.WorldConfig(**config), num_workers=1)
+    assert pools == []
+    synthetic.write_world(tmp_path / "two", synthetic.WorldConfig(**config), num_workers=2)
+    assert pools == [2]
+    assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
+
+
 def test_same_seed_gives_identical_datasets(worlds):
     a, b, _ = worlds
     da, db = synthetic.load_world(a, absolute_paths=False), synthetic.load_world(b, absolute_paths=False)
