@@ -248,8 +248,15 @@ def test_a_world_generated_with_other_settings_is_refused(world, tmp_path):
     from training.pretrain import load_source
 
     assert len(load_source("world", {"type": "synthetic", "path": str(world), "num_examples": 80, "seed": 1})["train"])
-    with pytest.raises(ValueError, match="num_examples=80, seed=1"):
+    with pytest.raises(ValueError, match="generated with num_examples=80, seed=1, but the recipe asks for "
+                                         "num_examples=120, seed=1"):
         load_source("world", {"type": "synthetic", "path": str(world), "num_examples": 120, "seed": 1})
+    other_splits = {"train": 0.9, "validation": 0.05, "test": 0.05}
+    with pytest.raises(ValueError, match="split_fractions=.*'train': 0.8.*asks for .*split_fractions=.*'train': 0.9"):
+        load_source("world", {"type": "synthetic", "path": str(world), "num_examples": 80, "seed": 1,
+                              "split_fractions": other_splits})
+    with pytest.raises(ValueError, match=r"unknown synthetic-world option\(s\) \['num_scenes'\]"):
+        load_source("world", {"type": "synthetic", "path": str(world), "num_scenes": 80})
     manifest = json.loads((world / "world.json").read_text())
     (tmp_path / "world.json").write_text(json.dumps(manifest | {"generator_version": 1}))
     with pytest.raises(ValueError, match="version 1 of the generator"):

@@ -79,12 +79,17 @@ def load_source(name: str, spec: dict):
     kind = spec["type"]
     if kind == "synthetic":
         from training.data.synthetic import (
-            DEFAULT_NUM_EXAMPLES, DEFAULT_SEED, GENERATOR_VERSION, generate_world, load_world
+            DEFAULT_NUM_EXAMPLES, DEFAULT_SEED, GENERATOR_VERSION, WorldConfig, generate_world, load_world
         )
 
+        options = {f.name for f in dataclasses.fields(WorldConfig)}
+        unknown = set(spec) - options - {"type", "path"}
+        if unknown:
+            raise ValueError(f"source {name!r}: unknown synthetic-world option(s) {sorted(unknown)}; "
+                             f"choose from {sorted(options)}")
         path = Path(spec["path"])
-        wanted = {"num_examples": spec.get("num_examples", DEFAULT_NUM_EXAMPLES),
-                  "seed": spec.get("seed", DEFAULT_SEED)}
+        wanted = {"num_examples": DEFAULT_NUM_EXAMPLES, "seed": DEFAULT_SEED,
+                  **{key: value for key, value in spec.items() if key in options}}
         if not (path / "world.json").exists():
             with PartialState().main_process_first():
                 if not (path / "world.json").exists():
@@ -93,9 +98,12 @@ def load_source(name: str, spec: dict):
         manifest = json.loads((path / "world.json").read_text())
         stored = manifest["config"]
         if any(key in spec and stored.get(key) != value for key, value in wanted.items()):
+            def settings(values):
+                return ", ".join(f"{key}={values.get(key)}" for key in wanted)
+
             raise ValueError(
-                f"source {name!r}: the world in {path} was generated with num_examples={stored.get('num_examples')}, "
-                f"seed={stored.get('seed')}, but the recipe asks for {wanted}; delete it or point `path` elsewhere"
+                f"source {name!r}: the world in {path} was generated with {settings(stored)}, but the recipe asks "
+                f"for {settings(wanted)}; delete it or point `path` elsewhere"
             )
         if manifest.get("generator_version") != GENERATOR_VERSION:
             raise ValueError(
