@@ -241,6 +241,14 @@ def test_stage_datasets_follow_the_task_and_modality_filters():
     with pytest.raises(ValueError, match="no 'audio_caption' examples"):
         build_stage_dataset(StageSpec("s", [DatasetSelection("w", tasks=["audio_caption"], modalities=["image"])]),
                             sources, "train")
+    easy_images = StageSpec("s", [DatasetSelection("w", modalities=["image"], difficulties=[1])])
+    with pytest.raises(ValueError, match="no `difficulty` column"):
+        build_stage_dataset(easy_images, sources, "train")
+    leveled = {"w": datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows | {"difficulty": [1, 2, 1, 1, 3]})})}
+    data, sizes = build_stage_dataset(easy_images, leveled, "train")
+    assert sizes == {"w/caption": 1} and data["id"] == ["a"]
+    assert build_stage_dataset(StageSpec("s", [DatasetSelection("w", difficulties=[1, 3])]), leveled, "train")[1] == {
+        "w/audio_caption": 1, "w/caption": 1, "w/qa_matching": 1, "w/vqa": 1}
 
 
 def test_a_world_generated_with_other_settings_is_refused(world, tmp_path):

@@ -166,9 +166,16 @@ def build_stage_dataset(stage: StageSpec, sources: dict, split: str, max_example
         tasks = data["task"]
         modalities = data["modality"]
         allowed = set(selection.modalities) if selection.modalities else set(modalities)
-        wanted = selection.tasks or sorted({t for t, m in zip(tasks, modalities) if m in allowed})
+        kept = [m in allowed for m in modalities]
+        if selection.difficulties:
+            if "difficulty" not in data.column_names:
+                raise ValueError(f"stage {stage.name!r}: source {selection.source!r} has no `difficulty` column to "
+                                 f"select difficulties {selection.difficulties} from")
+            levels = set(selection.difficulties)
+            kept = [k and d in levels for k, d in zip(kept, data["difficulty"])]
+        wanted = selection.tasks or sorted({t for t, k in zip(tasks, kept) if k})
         for task in wanted:
-            indices = [i for i, (t, m) in enumerate(zip(tasks, modalities)) if t == task and m in allowed]
+            indices = [i for i, (t, k) in enumerate(zip(tasks, kept)) if t == task and k]
             if max_examples is not None:
                 indices = indices[:max_examples]
             elif selection.max_examples is not None:

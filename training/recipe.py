@@ -6,12 +6,12 @@ seed: 0
 model: {preset: unival-tiny, overrides: {d_model: 64}}   # or {init_from: path/to/checkpoint}
 processor: {image_size: 128, num_frames: 8, video_crop_size: 64, audio_max_length: 96000}
 sources:
-  world: {type: synthetic, path: outputs/world, num_examples: 4000, seed: 0}
+  world: {type: synthetic, path: outputs/world, num_examples: 4000, seed: 0}   # + any WorldConfig field
   coco: {type: tsv, kind: caption, files: [data/caption_train.tsv], media_root: data/images}
   vqa: {type: hf, path: data/vqa_arrow, task: vqa, columns: {image: image, question: question, answers: answers}}
 stages:
   - name: image_text
-    datasets: [{source: world, tasks: [caption, vqa, visual_grounding]}]
+    datasets: [{source: world, tasks: [caption, vqa, visual_grounding]}]   # + modalities, difficulties, max_examples
     sampling: {temperature: 2.0}            # or {weights: {caption: 0.5, vqa: 0.3, visual_grounding: 0.2}}
     processor: {image_size: 96}             # stage-specific processor settings (e.g. resolution)
     training: {max_steps: 300, learning_rate: 1.0e-3, per_device_train_batch_size: 16}
@@ -46,6 +46,8 @@ class DatasetSelection:
     source: str
     tasks: list[str] | None = None  # None: every task of the source
     modalities: list[str] | None = None  # None: every modality (e.g. keep only image qa_matching in an image stage)
+    # None: every difficulty level; e.g. [1] to start a curriculum on the synthetic world's simplest scenes
+    difficulties: list[int] | None = None
     split: str = "train"
     max_examples: int | None = None
 
