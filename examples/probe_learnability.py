@@ -22,8 +22,9 @@ models were initialised with, made for d_model = 768. `--preset-image-tower` swa
 ResNet: 3 x 3 patches at 96 px, where two 24 px squares often share a patch). Last runs on 2 CPU cores (README,
 "The embedded default: results"):
 
-* bind: 97.3% after 2,000 steps at 1e-3 (~320 s), 55.1% with `--preset-image-tower`; after 1,000 steps 43.0% and
-  43.8%, and 62.5% with `--layout prev_output` (one run each: the skill emerges between 1,000 and 2,000 steps);
+* bind: 97.3% after 2,000 steps at 1e-3 (~320 s), 55.1% with `--preset-image-tower`; after 1,000 steps 43.0%,
+  43.8% with `--preset-image-tower`, and 62.5% with `--layout prev_output` (one run each: the skill emerges between
+  1,000 and 2,000 steps);
 * compare: 100% after 600 steps at 1e-3 with init 0.08, the majority answer (59.4%) with 0.02 (66-73 s);
 * colour+match: 85.2% after 1,200 steps at 1e-3 with 0.08, the majority answer (56.6%) with 0.02 (180-204 s);
 * colour: 99.2% after 600 steps at 3e-4, 35.9% at 2e-3; locate: 1.47 px mean error after 400 steps at 2e-3 (both
