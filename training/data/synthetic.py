@@ -962,9 +962,14 @@ def _write_media_job(job: tuple[str, dict, WorldConfig, Path]) -> str:
     return _file_sha256(path)
 
 
+# Below this many media files a split is written in-process: a few dozen files take well under a second, and small
+# worlds (the tests') then start no worker processes.
+_MIN_FILES_FOR_WORKERS = 64
+
+
 def _write_all_media(jobs: list[tuple[str, dict, WorldConfig, Path]], num_workers: int) -> list[str]:
     # Rendering and encoding (PNG, H.264, FLAC) is ~70% of a world's generation time and independent per scene.
-    if num_workers <= 1 or len(jobs) < 64:
+    if num_workers <= 1 or len(jobs) < _MIN_FILES_FOR_WORKERS:
         return [_write_media_job(job) for job in jobs]
     with ProcessPoolExecutor(max_workers=num_workers) as pool:
         return list(pool.map(_write_media_job, jobs, chunksize=32))
