@@ -283,12 +283,13 @@ class UnivalPipeline(Pipeline):
                 inputs = self.processor(text=text, return_tensors="pt", **call_kwargs)
             else:
                 spec = self._processing_module("prompts").resolve_task(task)
+                prev_output = self.processor.prompt_type_of(spec.name) == "prev_output"
                 inputs = self.processor(
                     task=spec.name,
                     text=text,
                     return_tensors="pt",
                     return_image_sizes=modality == "image",
-                    return_decoder_prompt=spec.prompt_type == "prev_output",
+                    return_decoder_prompt=prev_output,
                     **call_kwargs,
                 )
         image_sizes = inputs.pop("image_sizes", None)
@@ -300,7 +301,7 @@ class UnivalPipeline(Pipeline):
             "task": spec.name if spec is not None else None,
             "input_text": input_text,
             "prompt_length": 1 if decoder_prompt is None else decoder_prompt.shape[1],
-            "prev_output": spec is not None and spec.prompt_type == "prev_output",
+            "prev_output": spec is not None and prev_output,
             "image_size": None if image_sizes is None or not len(image_sizes) else image_sizes[0].tolist(),
         }
         if meta["task"] == _GROUNDING_TASK and meta["image_size"] is None:

@@ -205,6 +205,10 @@ class UnivalProcessor(ProcessorMixin):
         num_bins (`int`, defaults to 1000): number of location tokens.
         audio_prompt (`str`, defaults to `"video"`): caption prompt of audio samples; `"video"` is the prompt the
             released audio-captioning checkpoints were trained with, `"audio"` the audio one.
+        prompt_types (`dict[str, str]`, *optional*): decoder layout (`"none"` or `"prev_output"`) of some tasks,
+            overriding their default in `processing.prompts.TASKS` (e.g. `{"image_text_matching": "prev_output"}`).
+            It is saved with the processor, so that a model trained with other layouts is evaluated, served by the
+            pipelines and described by its model card with the layouts it was trained with.
     """
 
     def __init__(
@@ -217,6 +221,7 @@ class UnivalProcessor(ProcessorMixin):
         max_target_length: int = MAX_TARGET_LENGTH,
         num_bins: int = NUM_BINS,
         audio_prompt: str = "video",
+        prompt_types: dict[str, str] | None = None,
         **kwargs,
     ):
         tokenizer = UnivalTokenizer() if tokenizer is None else tokenizer
@@ -231,6 +236,7 @@ class UnivalProcessor(ProcessorMixin):
         self.max_target_length = int(max_target_length)
         self.num_bins = int(num_bins)
         self.audio_prompt = audio_prompt
+        self.prompt_types = self._canonical_prompt_types(prompt_types)
         super().__init__(
             tokenizer=tokenizer,
             image_processor=image_processor,
@@ -238,6 +244,27 @@ class UnivalProcessor(ProcessorMixin):
             feature_extractor=feature_extractor,
             **kwargs,
         )
+
+    @staticmethod
+    def _canonical_prompt_types(prompt_types) -> dict[str, str]:
+        """`{canonical task name: layout}` of the given overrides (aliases resolved); raises on an unknown task or
+        layout."""
+        if prompt_types is None:
+            return {}
+        if not isinstance(prompt_types, dict):
+            raise TypeError(f"prompt_types must be a dict {{task: layout}}, got {type(prompt_types).__name__}")
+        canonical = {}
+        for task, layout in prompt_types.items():
+            if layout not in PROMPT_TYPES:
+                raise ValueError(f"prompt_types[{task!r}] must be one of {PROMPT_TYPES}, got {layout!r}")
+            canonical[prompt_lib.resolve_task(task).name] = layout
+        return dict(sorted(canonical.items()))
+
+    def prompt_type_of(self, task: str) -> str:
+        """The decoder layout of `task` (name or alias) with this processor: its `prompt_types` entry, else the
+        task's default."""
+        spec = prompt_lib.resolve_task(task)
+        return self.prompt_types.get(spec.name, spec.prompt_type)
 
     _SUB_PROCESSOR_BASES = {
         "tokenizer": PreTrainedTokenizerBase,
@@ -327,9 +354,9 @@ class UnivalProcessor(ProcessorMixin):
             images / text / videos / audio: the samples' inputs (keywords recommended).
             task: build the prompts of this task from its fields (`question=`, `caption=`, `text=`, `hypothesis=`,
                 `premise=`, `answer=`, `region=` or `box=` + `image_size=`, each a value or a per-sample list), and
-                use the task's default `prompt_type`. With a task, `text=` is the task's main field (the question
-                of `vqa`, the referring expression of `visual_grounding`, the caption of the matching tasks, the
-                hypothesis of `visual_entailment`), not a ready prompt; without a task, `text=` is the prompt.
+                use the task's layout (`prompt_type_of(task)`). With a task, `text=` is the task's main field (the
+                question of `vqa`, the referring expression of `visual_grounding`, the caption of the matching tasks,
+                the hypothesis of `visual_entailment`), not a ready prompt; without a task, `text=` is the prompt.
             targets / text_target: decoder targets (one per sample). A target gets one leading space, as the
                 original formats `" {caption}"` / `" {answer}"`, unless it starts with whitespace or a `<bin_...>` /
                 `<code_...>` token (`format_targets=False` keeps targets verbatim).
@@ -378,7 +405,8 @@ class UnivalProcessor(ProcessorMixin):
                 raise TypeError(f"task {task!r}: pass the {field} either as `text` or as `{field}`, not both")
             task_fields[field] = text
             text = None
-        prompt_type = prompt_type if prompt_type is not None else (spec.prompt_type if spec is not None else "none")
+        if prompt_type is None:
+            prompt_type = self.prompt_type_of(spec.name) if spec is not None else "none"
         for value in [prompt_type] if isinstance(prompt_type, str) else prompt_type:
             if value not in PROMPT_TYPES:
                 raise ValueError(f"prompt_type must be one of {PROMPT_TYPES} (or a list of them), got {value!r}")

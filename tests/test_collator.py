@@ -344,18 +344,32 @@ def test_text_only_examples(collator, one_of_each):
     assert torch.isfinite(tiny_model()(**alone).loss)
 
 
-def test_prompt_type_override(processor, one_of_each):
+def test_processor_prompt_types_set_the_layouts(processor, one_of_each, tmp_path):
     vqa = next(ex for ex in one_of_each if ex["task"] == "vqa")
     caption = next(ex for ex in one_of_each if ex["task"] == "caption")
-    plain = UnivalMultitaskCollator(processor, prompt_type_for={"vqa": "none", "caption": "prev_output"})
-    batch, meta = plain.collate_with_meta([vqa, caption])
+    changed = UnivalProcessor(
+        image_processor=processor.image_processor,
+        video_processor=processor.video_processor,
+        feature_extractor=processor.feature_extractor,
+        prompt_types={"VQA": "none", "caption": "prev_output", "itm": "prev_output"},  # names are canonicalised
+    )
+    assert changed.prompt_types == {"caption": "prev_output", "image_text_matching": "prev_output", "vqa": "none"}
+    batch, meta = UnivalMultitaskCollator(changed).collate_with_meta([vqa, caption])
     assert [m["prompt_type"] for m in meta] == ["none", "prev_output"]
     assert batch["labels"][0, 0].item() != LABEL_IGNORE_INDEX
     assert batch["labels"][1, 0].item() == LABEL_IGNORE_INDEX
-    with pytest.raises(ValueError, match="prompt_type_for"):
-        UnivalMultitaskCollator(processor, prompt_type_for={"vqa": "prefix"})
+    # the layouts travel with the saved processor
+    changed.save_pretrained(tmp_path)
+    reloaded = UnivalProcessor.from_pretrained(tmp_path)
+    assert reloaded.prompt_types == changed.prompt_types
+    assert reloaded.prompt_type_of("vqa") == "none" and reloaded.prompt_type_of("qa_matching") == "none"
+    assert processor.prompt_type_of("vqa") == "prev_output"
+    with pytest.raises(ValueError, match="prompt_types"):
+        UnivalProcessor(prompt_types={"vqa": "prefix"})
     with pytest.raises(ValueError, match="unknown task"):
-        UnivalMultitaskCollator(processor, prompt_type_for={"nope": "none"})
+        UnivalProcessor(prompt_types={"nope": "none"})
+    with pytest.raises(TypeError, match="prompt_types"):
+        UnivalProcessor(prompt_types=["vqa"])
 
 
 def test_bad_examples_name_the_example(collator, one_of_each):

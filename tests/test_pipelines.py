@@ -28,6 +28,7 @@ from checkpoint_support import (
 )
 from hub_upload.pipelines import UnivalImageTextToTextPipeline, UnivalPipeline
 from modeling_unival import UnivalForConditionalGeneration
+from processing import UnivalProcessor
 
 
 NEW_TOKENS = CHECKPOINT_GENERATION["max_new_tokens"]
@@ -184,6 +185,26 @@ def test_tasks_prompts_and_errors(unival, media):
         unival(media["image"], text=["a", "b"])
     with pytest.raises(ValueError, match="images=`"):
         unival(torch.zeros(2, 2))
+
+
+def test_the_processor_layouts_decide_the_pipeline_layout(checkpoint, media, tmp_path):
+    """A model trained with the matching tasks in the prev_output layout (a processor's `prompt_types`) is served with
+    it: the caption to check is forced as the decoder prefix and stripped from the answer."""
+    plain = pipeline("unival", model=checkpoint)
+    plain.save_pretrained(tmp_path)
+    UnivalProcessor.from_pretrained(tmp_path, prompt_types={"itm": "prev_output"}).save_pretrained(tmp_path)
+    prev = pipeline("unival", model=str(tmp_path))
+    assert prev.processor.prompt_types == {"image_text_matching": "prev_output"}
+    sample = {"modality": "image", "media": media["image"], "text": "a red circle"}
+    before = plain.preprocess(sample, task="image_text_matching")
+    after = prev.preprocess(sample, task="image_text_matching")
+    assert not before["meta"]["prev_output"] and before["meta"]["prompt_length"] == 1
+    assert after["meta"]["prev_output"]
+    prefix = after["inputs"]["decoder_input_ids"][0].tolist()
+    assert prefix == after["inputs"]["input_ids"][0, :-1].tolist()  # `<s>` + the prompt, without `</s>`
+    assert after["meta"]["prompt_length"] == len(prefix)
+    (match,) = prev(media["image"], text="a red circle", task="image_text_matching")
+    assert match["input_text"] == "a red circle" and "describe" not in match["generated_text"]
 
 
 def test_image_urls_are_fetched(captioner, media):

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT
+from processing import UnivalProcessor
 from training.pretrain import run
 from training.recipe import load_recipe, parse_recipe
 
@@ -19,12 +20,13 @@ TASKS_IMAGE = ["caption", "vqa", "visual_grounding", "image_text_matching"]
 PRETRAIN_GROUPS = ["caption", "vqa", "visual_grounding", "image_text_matching", "qa_matching", "grounded_caption"]
 
 
-def write_recipe(tmp_path, world, stages, model_overrides=None):
+def write_recipe(tmp_path, world, stages, model_overrides=None, processor=None):
     recipe = {
         "name": "test",
         "seed": 0,
         "model": {"preset": "unival-tiny", "overrides": model_overrides or {}},
-        "processor": {"image_size": 64, "num_frames": 4, "video_crop_size": 32, "audio_max_length": 24000},
+        "processor": {"image_size": 64, "num_frames": 4, "video_crop_size": 32, "audio_max_length": 24000,
+                      **(processor or {})},
         "sources": {"world": {"type": "synthetic", "path": str(world), "num_examples": 80, "seed": 1}},
         "stages": stages,
     }
@@ -73,10 +75,14 @@ def test_recipe_validation():
 
 @pytest.mark.slow
 def test_two_stage_curriculum_lowers_the_loss_and_hands_weights_on(tmp_path, world):
-    recipe = write_recipe(tmp_path, world, [stage("images", TASKS_IMAGE, steps=12), stage("all", steps=3)])
+    recipe = write_recipe(tmp_path, world, [stage("images", TASKS_IMAGE, steps=12), stage("all", steps=3)],
+                          processor={"prompt_types": {"image_text_matching": "prev_output"}})
     output = tmp_path / "run"
     summaries = run(["--recipe", str(recipe), "--output_dir", str(output), "--report_to", "none"])
     assert [s["stage"] for s in summaries] == ["images", "all"]
+    # the recipe's decoder layouts are saved with the model, for evaluation and pipelines
+    saved = UnivalProcessor.from_pretrained(output / "all" / "final")
+    assert saved.prompt_type_of("image_text_matching") == "prev_output" and saved.prompt_type_of("vqa") == "prev_output"
     log = json.loads((output / "images" / "final" / "stage_summary.json").read_text())
     assert set(log["realised_proportions"]) == {f"world/{t}" for t in TASKS_IMAGE}
     # Stage 2 starts from stage 1's final weights: rerunning stage 2 alone from them reproduces its result.

@@ -65,7 +65,6 @@ import numpy as np
 import torch
 
 from processing import prompts as prompt_lib
-from processing.processing_unival import PROMPT_TYPES
 
 
 #: Modality of each schema task when an example does not say.
@@ -148,10 +147,9 @@ class UnivalMultitaskCollator:
     """Turns a list of schema examples (mixed tasks and modalities) into one batch for `UnivalForConditionalGeneration`.
 
     Args:
-        processor: a `UnivalProcessor` (its sizes, `audio_prompt`, `num_bins` and limits apply).
-        prompt_type_for: optional `{task: "none" | "prev_output"}` overriding the decoder layout of some tasks
-            (default: each task's `prompt_type` in `processing.prompts.TASKS`: prev_output for vqa, video_qa and
-            visual_entailment, the plain layout otherwise).
+        processor: a `UnivalProcessor` (its sizes, `audio_prompt`, `num_bins`, limits and decoder layouts apply:
+            `processor.prompt_type_of(task)`, by default prev_output for vqa, video_qa and visual_entailment and the
+            plain layout otherwise; a processor's `prompt_types` changes them).
         max_target_length / max_source_length: decoder / prompt token limits (default: the processor's).
         training: training batches (enables `sample_answers`); `False` for validation batches (deterministic).
         seed: seed of the answer sampling (each DataLoader worker derives its own stream from it).
@@ -168,7 +166,6 @@ class UnivalMultitaskCollator:
         self,
         processor,
         *,
-        prompt_type_for: Mapping[str, str] | None = None,
         max_target_length: int | None = None,
         max_source_length: int | None = None,
         training: bool = True,
@@ -182,11 +179,6 @@ class UnivalMultitaskCollator:
         audio_kwargs: Mapping[str, Any] | None = None,
     ):
         self.processor = processor
-        self.prompt_type_for: dict[str, str] = {}
-        for task, layout in dict(prompt_type_for or {}).items():
-            if layout not in PROMPT_TYPES:
-                raise ValueError(f"prompt_type_for[{task!r}] must be one of {PROMPT_TYPES}, got {layout!r}")
-            self.prompt_type_for[prompt_lib.resolve_task(task).name] = layout
         if max_target_length is None:
             max_target_length = processor.max_target_length
         if max_source_length is None:
@@ -277,8 +269,7 @@ class UnivalMultitaskCollator:
         return _DEFAULT_MODALITY.get(task, "image")
 
     def prompt_type_of(self, task: str) -> str:
-        task = prompt_lib.resolve_task(task).name
-        return self.prompt_type_for.get(task, prompt_lib.TASKS[task].prompt_type)
+        return self.processor.prompt_type_of(task)
 
     def image_size_of(self, example: Mapping) -> tuple[int, int]:
         """Original `(height, width)` of an example's image (only the file header is read)."""

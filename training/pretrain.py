@@ -241,8 +241,10 @@ class UnivalTrainer(Trainer):
 
 
 def make_processor(settings: dict) -> UnivalProcessor:
-    """A processor with a recipe's sizes: `image_size`, `num_frames`, `video_crop_size`, `audio_max_length`."""
-    unknown = set(settings) - {"image_size", "num_frames", "video_crop_size", "audio_max_length"}
+    """A processor with a recipe's settings: `image_size`, `num_frames`, `video_crop_size`, `audio_max_length` and
+    `prompt_types` (decoder layouts that differ from the tasks' defaults; saved with the model, so that evaluation and
+    pipelines use them too)."""
+    unknown = set(settings) - {"image_size", "num_frames", "video_crop_size", "audio_max_length", "prompt_types"}
     if unknown:
         raise ValueError(f"unknown processor setting(s) {sorted(unknown)}")
     image = {"size": settings["image_size"]} if "image_size" in settings else {}
@@ -252,6 +254,7 @@ def make_processor(settings: dict) -> UnivalProcessor:
         image_processor=UnivalImageProcessor(**image),
         video_processor=UnivalVideoProcessor(**video),
         feature_extractor=UnivalFeatureExtractor(**audio),
+        prompt_types=settings.get("prompt_types"),
     )
 
 
