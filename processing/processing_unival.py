@@ -207,8 +207,8 @@ class UnivalProcessor(ProcessorMixin):
             released audio-captioning checkpoints were trained with, `"audio"` the audio one.
         prompt_types (`dict[str, str]`, *optional*): decoder layout (`"none"` or `"prev_output"`) of some tasks,
             overriding their default in `processing.prompts.TASKS` (e.g. `{"image_text_matching": "prev_output"}`).
-            It is saved with the processor, so that a model trained with other layouts is evaluated, served by the
-            pipelines and described by its model card with the layouts it was trained with.
+            It is saved with the processor, so that a model trained with other layouts is evaluated and served by the
+            pipelines with the layouts it was trained with.
     """
 
     def __init__(

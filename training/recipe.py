@@ -4,7 +4,7 @@
 name: synthetic-tiny
 seed: 0
 model: {preset: unival-tiny, overrides: {d_model: 64}}   # or {init_from: path/to/checkpoint}
-processor: {image_size: 128, num_frames: 8, video_crop_size: 64, audio_max_length: 96000}
+processor: {image_size: 128, num_frames: 8, video_crop_size: 64, audio_max_length: 96000}   # + prompt_types
 sources:
   world: {type: synthetic, path: outputs/world, num_examples: 4000, seed: 0}   # + any WorldConfig field
   coco: {type: tsv, kind: caption, files: [data/caption_train.tsv], media_root: data/images}
