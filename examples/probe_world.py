@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from modeling_unival import UnivalConfig, UnivalForConditionalGeneration  # noqa: E402
 from training.collator import UnivalMultitaskCollator  # noqa: E402
-from training.evaluation import evaluate_examples, generate_predictions  # noqa: E402
+from training.evaluation import answer_vocabulary, generate_predictions, score_records  # noqa: E402
 from training.pretrain import load_source, make_processor  # noqa: E402
 from training.recipe import load_recipe  # noqa: E402
 
@@ -104,18 +104,20 @@ def main(argv=None) -> None:
         test = [e for rows in kept.values() for e in rows]
     scorer = UnivalMultitaskCollator(processor, training=False)
     priors = [train[i] for i in range(0, len(train), 7)]
-    results = evaluate_examples(model, scorer, test, priors, 32)
-    for task in MATCHING_TASKS:
-        examples = sorted((e for e in test if e["task"] == task), key=lambda e: e["id"])
-        if not examples:
-            continue
-        predictions = sorted(generate_predictions(model, scorer, examples, 32), key=lambda r: r["id"])
-        right = defaultdict(list)
-        for record, example in zip(predictions, examples):
+    # One generation pass (as `evaluate_examples`, answers restricted to the training answers) for the scores and
+    # the matching tasks' breakdown by negative kind and scene difficulty.
+    records = generate_predictions(model, scorer, test, 32, answer_vocabulary=answer_vocabulary(priors))
+    results = score_records(records, priors)
+    example_of = {e["id"]: e for e in test}
+    right = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        if record["task"] in MATCHING_TASKS:
+            example = example_of[record["id"]]
             metadata = json.loads(example["metadata"]) if isinstance(example["metadata"], str) else example["metadata"] or {}
             key = f"{metadata.get('negative') or 'positive'}/level{example.get('difficulty')}"
-            right[key].append(record["prediction"].strip() == example["target"])
-        results[task]["by_kind"] = {k: [len(v), round(100 * sum(v) / len(v), 1)] for k, v in sorted(right.items())}
+            right[record["task"]][key].append(record["prediction"].strip() == example["target"])
+    for task, kinds in right.items():
+        results[task]["by_kind"] = {k: [len(v), round(100 * sum(v) / len(v), 1)] for k, v in sorted(kinds.items())}
     print(f"probe_world: {args.tasks}, {args.steps} steps, seed {args.seed}, layouts {layouts or 'default'}, "
           f"{time.perf_counter() - start:.0f} s")
     for task, scores in sorted(results.items()):

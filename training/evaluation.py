@@ -136,29 +136,18 @@ def prior_predictions(task: str, train_examples: Iterable[dict], references: lis
     return [most_common] * len(references)
 
 
-def evaluate_examples(
-    model,
-    collator,
-    examples: list[dict],
-    train_examples: list[dict] | None = None,
-    batch_size: int = 16,
-    generation_overrides: dict | None = None,
-    constrain_answers: bool = True,
-    constrain_grounding: bool = False,
-) -> dict[str, dict[str, float]]:
-    """Scores every task present in `examples`. With `train_examples`, also the prior baseline of each task
-    (keys prefixed `prior_`), and VQA answers are restricted to the training answers (`constrain_answers`, the
-    original's answer trie)."""
-    vocabulary = None
-    if train_examples is not None and constrain_answers:
-        vocabulary = defaultdict(set)
-        for e in train_examples:
-            if e["task"] in ANSWER_TASKS:
-                vocabulary[e["task"]].update(a for a in (e.get("answers") or [e["target"]]) if a)
-        vocabulary = {task: sorted(answers) for task, answers in vocabulary.items()}
-    records = generate_predictions(
-        model, collator, examples, batch_size, generation_overrides, vocabulary, constrain_grounding
-    )
+def answer_vocabulary(train_examples: Iterable[dict]) -> dict[str, list[str]]:
+    """`{task: sorted training answers}` of the answer tasks (VQA, video QA): the original's answer trie."""
+    vocabulary = defaultdict(set)
+    for e in train_examples:
+        if e["task"] in ANSWER_TASKS:
+            vocabulary[e["task"]].update(a for a in (e.get("answers") or [e["target"]]) if a)
+    return {task: sorted(answers) for task, answers in vocabulary.items()}
+
+
+def score_records(records: list[dict], train_examples: list[dict] | None = None) -> dict[str, dict[str, float]]:
+    """Scores `generate_predictions` records task by task; with `train_examples`, also each task's prior baseline
+    (keys prefixed `prior_`)."""
     by_task = defaultdict(list)
     for record in records:
         by_task[record["task"]].append(record)
@@ -175,6 +164,26 @@ def evaluate_examples(
                     scores[f"prior_{name}"] = value
         results[task] = scores
     return results
+
+
+def evaluate_examples(
+    model,
+    collator,
+    examples: list[dict],
+    train_examples: list[dict] | None = None,
+    batch_size: int = 16,
+    generation_overrides: dict | None = None,
+    constrain_answers: bool = True,
+    constrain_grounding: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Scores every task present in `examples`. With `train_examples`, also the prior baseline of each task
+    (keys prefixed `prior_`), and VQA answers are restricted to the training answers (`constrain_answers`, the
+    original's answer trie)."""
+    vocabulary = answer_vocabulary(train_examples) if train_examples is not None and constrain_answers else None
+    records = generate_predictions(
+        model, collator, examples, batch_size, generation_overrides, vocabulary, constrain_grounding
+    )
+    return score_records(records, train_examples)
 
 
 def format_results(results: dict[str, dict[str, float]]) -> str:
