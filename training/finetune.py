@@ -1,7 +1,7 @@
 """Single-task finetuning of a (pretrained) UnIVAL on `transformers.Trainer`, with the original's per-task settings,
 generation metrics during evaluation, and parameter-efficient variants (LoRA, chosen modules only).
 
-    python training/finetune.py --task caption --model outputs/pretrain/high_resolution/final \\
+    python training/finetune.py --task caption --model outputs/pretrain/video_audio/final \\
         --world outputs/synthetic-world --output_dir outputs/ft_caption
     python training/finetune.py --task vqa --model MODEL --train_tsv vqa_train.tsv --eval_tsv vqa_val.tsv \\
         --tsv_kind vqa --media_root images/ --output_dir outputs/ft_vqa --lora --merge_lora
@@ -55,6 +55,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from modeling_unival import UnivalForConditionalGeneration
 from modeling_unival.modeling_unival import supervised_positions
 from processing import UnivalProcessor
+from training.allocator import keep_freed_memory
 from training.ema import WeightEMA
 from training.pretrain import (
     TaskCountingCollator,
@@ -440,6 +441,8 @@ def finetune(argv: list[str] | None = None):
     """As `run`, returning `(trainer, summary)`; `trainer.model` is the finetuned model (a `PeftModel` with
     `--lora`; with `--merge_lora` its LoRA weights are merged in place after the adapter is saved)."""
     args, base_args, explicit = parse_arguments(sys.argv[1:] if argv is None else argv)
+    if not torch.cuda.is_available():
+        keep_freed_memory()  # CPU steps: no page faults for the large tensors (training/allocator.py)
     state = PartialState()
     output_dir = Path(base_args.output_dir)
 

@@ -32,6 +32,7 @@ from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArg
 
 from modeling_unival import UnivalConfig, UnivalForConditionalGeneration
 from processing import UnivalFeatureExtractor, UnivalImageProcessor, UnivalProcessor, UnivalVideoProcessor
+from training.allocator import keep_freed_memory
 from training.recipe import Recipe, StageSpec, load_recipe
 from training.sampling import TaskBalancedSampler, mixture_weights
 
@@ -398,6 +399,8 @@ def run(argv: list[str] | None = None) -> list[dict]:
         argv += ["--output_dir", "outputs/pretrain"]
     parser = HfArgumentParser((PretrainArguments, TrainingArguments))
     script_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if not torch.cuda.is_available():
+        keep_freed_memory()  # CPU steps: no page faults for the large tensors (training/allocator.py)
     explicit = explicit_flags(argv) - {"output_dir"}
     recipe = load_recipe(script_args.recipe)
     output_root = Path(training_args.output_dir)
