@@ -1,6 +1,6 @@
 """Generation-based evaluation of every task, with the task's standard metric and a prior baseline.
 
-    python -m training.evaluation --model outputs/pretrain/high_resolution/final --world outputs/synthetic-world
+    python -m training.evaluation --model outputs/pretrain/video_audio/final --world outputs/synthetic-world
 
 For each task the model generates (with the task's inference settings, or the overrides given) and is scored:
 
@@ -11,8 +11,14 @@ For each task the model generates (with the task's inference settings, or the ov
 | visual_grounding | accuracy at IoU >= 0.5 (boxes in pixels of the original image) |
 | matching tasks, qa_matching, visual_entailment | accuracy (answers restricted to the label set, as the original scores candidates) |
 
-"Prior" baselines are computed on the same examples without looking at the media: the most frequent training
-target (captions, answers, labels) or the mean training box. A model that beats them uses its input.
+Two baselines, on the same examples:
+
+* "prior": what ignores the media and the prompt, the most frequent training target (captions, answers, labels) or
+  the mean training box;
+* "shuffled media" (`shuffled_media=True`): the same model, each example given the media of another scene of its
+  task. It keeps everything the model learnt from the prompts alone (which answers go with which question words,
+  what a caption usually says), so the gap between the model's score and this one is what it reads from its input.
+  A model can beat the prior by far and this baseline not at all.
 """
 
 from __future__ import annotations
@@ -39,6 +45,32 @@ CAPTION_TASKS = ("caption", "video_caption", "audio_caption", "grounded_caption"
 ANSWER_TASKS = ("vqa", "video_qa")
 LABEL_TASKS = ("image_text_matching", "video_text_matching", "audio_text_matching", "qa_matching", "visual_entailment")
 LABEL_SETS = {"visual_entailment": ("yes", "no", "maybe")}
+
+
+#: The fields that carry an example's media (`image` decoded, video and audio read from `media_path`).
+MEDIA_FIELDS = ("image", "media_path")
+
+
+def with_shuffled_media(examples: list[dict]) -> list[dict]:
+    """Copies of `examples` in which each example carries the media of another scene of the same task and modality: the one half
+    way round the task's list, or the next after it whose `group_id` differs (the examples of one scene, e.g. its
+    two VQA questions, are usually adjacent). An example whose task has no other scene keeps its own media."""
+    positions = defaultdict(list)
+    for index, example in enumerate(examples):
+        positions[example["task"], example.get("modality")].append(index)
+    shuffled = [dict(example) for example in examples]
+    for indices in positions.values():
+        n = len(indices)
+        for k, index in enumerate(indices):
+            group = examples[index].get("group_id")
+            for step in range(n):
+                position = indices[(k + n // 2 + step) % n]
+                other_scene = examples[position].get("group_id") != group if group is not None else position != index
+                if other_scene:
+                    donor = examples[position]
+                    shuffled[index].update({field: donor.get(field) for field in MEDIA_FIELDS})
+                    break
+    return shuffled
 
 
 def _references(example: dict) -> list[str]:
@@ -145,9 +177,15 @@ def answer_vocabulary(train_examples: Iterable[dict]) -> dict[str, list[str]]:
     return {task: sorted(answers) for task, answers in vocabulary.items()}
 
 
-def score_records(records: list[dict], train_examples: list[dict] | None = None) -> dict[str, dict[str, float]]:
+def score_records(
+    records: list[dict], train_examples: list[dict] | None = None, shuffled_records: list[dict] | None = None
+) -> dict[str, dict[str, float]]:
     """Scores `generate_predictions` records task by task; with `train_examples`, also each task's prior baseline
-    (keys prefixed `prior_`)."""
+    (keys prefixed `prior_`), and with `shuffled_records` (the records of `with_shuffled_media` examples) the
+    shuffled-media baseline (keys prefixed `shuffled_`)."""
+    shuffled_by_task = defaultdict(list)
+    for record in shuffled_records or ():
+        shuffled_by_task[record["task"]].append(record)
     by_task = defaultdict(list)
     for record in records:
         by_task[record["task"]].append(record)
@@ -162,6 +200,10 @@ def score_records(records: list[dict], train_examples: list[dict] | None = None)
             if prior is not None:
                 for name, value in score_task(task, prior, references).items():
                     scores[f"prior_{name}"] = value
+        if shuffled_by_task.get(task):
+            blind = shuffled_by_task[task]
+            for name, value in score_task(task, [b["prediction"] for b in blind], [b["reference"] for b in blind]).items():
+                scores[f"shuffled_{name}"] = value
         results[task] = scores
     return results
 
@@ -175,25 +217,29 @@ def evaluate_examples(
     generation_overrides: dict | None = None,
     constrain_answers: bool = True,
     constrain_grounding: bool = False,
+    shuffled_media: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Scores every task present in `examples`. With `train_examples`, also the prior baseline of each task
     (keys prefixed `prior_`), and VQA answers are restricted to the training answers (`constrain_answers`, the
-    original's answer trie)."""
+    original's answer trie). With `shuffled_media`, also the model's scores with every example's media taken from
+    another scene (`with_shuffled_media`; keys prefixed `shuffled_`): a second generation pass."""
     vocabulary = answer_vocabulary(train_examples) if train_examples is not None and constrain_answers else None
-    records = generate_predictions(
-        model, collator, examples, batch_size, generation_overrides, vocabulary, constrain_grounding
-    )
-    return score_records(records, train_examples)
+
+    def generate(items):
+        return generate_predictions(model, collator, items, batch_size, generation_overrides, vocabulary, constrain_grounding)
+
+    shuffled = generate(with_shuffled_media(examples)) if shuffled_media else None
+    return score_records(generate(examples), train_examples, shuffled)
 
 
 def format_results(results: dict[str, dict[str, float]]) -> str:
-    lines = [f"{'task':22s} {'metric':14s} {'model':>8s} {'prior':>8s} {'n':>5s}"]
+    """One line per task: its main metric for the model, the prior and (when measured) the shuffled-media baseline."""
+    lines = [f"{'task':22s} {'metric':14s} {'model':>8s} {'prior':>8s} {'shuffled':>8s} {'n':>5s}"]
     for task, scores in results.items():
-        main = next(k for k in scores if not k.startswith("prior_") and k != "examples")
-        prior = scores.get(f"prior_{main}")
-        lines.append(
-            f"{task:22s} {main:14s} {scores[main]:8.1f} {'' if prior is None else f'{prior:8.1f}':>8s} {scores['examples']:5d}"
-        )
+        main = next(k for k in scores if not k.startswith(("prior_", "shuffled_")) and k != "examples")
+        baselines = [scores.get(f"{kind}_{main}") for kind in ("prior", "shuffled")]
+        cells = " ".join("" .rjust(8) if v is None else f"{v:8.1f}" for v in baselines)
+        lines.append(f"{task:22s} {main:14s} {scores[main]:8.1f} {cells} {scores['examples']:5d}")
     return "\n".join(lines)
 
 
@@ -205,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-per-task", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-beams", type=int, default=None, help="override the tasks' beam sizes")
+    parser.add_argument("--shuffled-media", action="store_true",
+                        help="also score the model with every example's media taken from another scene")
     parser.add_argument("--output", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
 
@@ -227,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         examples = kept
     overrides = {"num_beams": args.num_beams} if args.num_beams else None
     collator = UnivalMultitaskCollator(processor, training=False)
-    results = evaluate_examples(model, collator, examples, list(world["train"]), args.batch_size, overrides)
+    results = evaluate_examples(model, collator, examples, list(world["train"]), args.batch_size, overrides,
+                                shuffled_media=args.shuffled_media)
     print(format_results(results))
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))

@@ -1,0 +1,48 @@
+"""The evaluation baselines (training/evaluation.py): the prior and the shuffled-media runs."""
+
+from training.evaluation import MEDIA_FIELDS, format_results, score_records, with_shuffled_media
+
+
+def example(task, group, modality="image", index=0, target="yes"):
+    return {"id": f"{group}-{task}-{index}", "task": task, "modality": modality, "group_id": group,
+            "image": f"pixels of {group}" if modality == "image" else None, "media_path": f"/media/{group}",
+            "text": f"prompt {group} {index}", "target": target}
+
+
+def test_shuffled_media_come_from_another_scene_of_the_same_task_and_modality():
+    examples = [example("vqa", f"scene{s}", index=q) for s in range(5) for q in range(2)]  # two questions per scene
+    examples += [example("qa_matching", "clip0", "video"), example("qa_matching", "clip1", "video"),
+                 example("qa_matching", "scene0"), example("qa_matching", "scene1")]
+    examples += [example("caption", "lonely")]  # no other scene to take media from
+    before = [dict(e) for e in examples]
+    shuffled = with_shuffled_media(examples)
+    assert examples == before  # the originals are not touched
+    assert len(shuffled) == len(examples)
+    for original, copy in zip(examples, shuffled):
+        assert {k: v for k, v in copy.items() if k not in MEDIA_FIELDS} == {k: v for k, v in original.items() if k not in MEDIA_FIELDS}
+        if original["group_id"] == "lonely":
+            assert copy["media_path"] == original["media_path"]
+            continue
+        donor = copy["media_path"].rsplit("/", 1)[1]
+        assert donor != original["group_id"]
+        donors = [e for e in examples if e["group_id"] == donor and e["task"] == original["task"]]
+        assert donors and all(d["modality"] == original["modality"] for d in donors)
+        assert copy["image"] == donors[0]["image"]
+    # A derangement spread over the scenes, not one donor for all.
+    assert len({c["media_path"] for c in shuffled if c["task"] == "vqa"}) == 5
+
+
+def test_score_records_and_format_results_report_both_baselines():
+    references = [{"target": t} for t in ("yes", "no", "yes", "no")]
+    records = [{"id": i, "task": "image_text_matching", "prediction": p, "reference": r}
+               for i, (p, r) in enumerate(zip(["yes", "no", "yes", "no"], references))]
+    shuffled = [dict(r, prediction="yes") for r in records]
+    train = [{"task": "image_text_matching", "target": "no"}] * 3 + [{"task": "image_text_matching", "target": "yes"}]
+    scores = score_records(records, train, shuffled)["image_text_matching"]
+    assert scores == {"accuracy": 100.0, "examples": 4, "prior_accuracy": 50.0, "shuffled_accuracy": 50.0}
+    lines = format_results({"image_text_matching": scores}).splitlines()
+    assert lines[0].split() == ["task", "metric", "model", "prior", "shuffled", "n"]
+    assert lines[1].split() == ["image_text_matching", "accuracy", "100.0", "50.0", "50.0", "4"]
+    # without the shuffled run, its column stays empty
+    del scores["shuffled_accuracy"]
+    assert format_results({"image_text_matching": scores}).splitlines()[1].split()[-2:] == ["50.0", "4"]
