@@ -2,9 +2,11 @@
 
 1. generate the synthetic multimodal world (images of shapes, videos of moving shapes, tone/chirp/noise clips);
 2. pretrain a small UnIVAL on it with task balancing and the multimodal curriculum of
-   `training/recipes/synthetic_tiny.yaml` (image-text, then video and audio, then higher resolution);
+   `training/recipes/synthetic_tiny.yaml` (image captioning, then every image-text task, then video and audio);
 3. reload the result with `AutoModelForSeq2SeqLM`/`AutoProcessor` and caption, answer and ground the held-out test
-   split, printing every task's score next to a prior baseline that ignores the media.
+   split, printing every task's score next to two baselines: the prior (the most frequent training answer, or the
+   mean box) and the same model given every example's media from another scene ("shuffled"), which keeps all it
+   learnt from the prompts alone.
 
     python examples/demo.py [--output-dir outputs/demo] [--max-per-task N]
 
@@ -63,7 +65,7 @@ def main() -> None:
     print(f"[demo] evaluating on {len(test)} held-out test examples (scenes never seen in training)")
     collator = UnivalMultitaskCollator(processor, training=False)
     results = evaluate_examples(model, collator, test, list(world["train"]), batch_size=32,
-                                generation_overrides={"num_beams": 1})
+                                generation_overrides={"num_beams": 1}, shuffled_media=True)
     print(format_results(results))
     (args.output_dir / "results.json").write_text(json.dumps(results, indent=2))
 

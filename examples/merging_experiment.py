@@ -5,7 +5,7 @@ and one for VQA, interpolate their weights `alpha * captioner + (1 - alpha) * VQ
 {0, 0.1, ..., 1}, and evaluate both tasks at every alpha on held-out examples. Writes
 `interpolation_sweep.csv` and `interpolation_sweep.png` to the output directory.
 
-    python examples/merging_experiment.py [--pretrained outputs/demo/high_resolution/final] [--out outputs/merging]
+    python examples/merging_experiment.py [--pretrained outputs/demo/video_audio/final] [--out outputs/merging]
 
 Runs the demo's pretraining first when the pretrained model is missing.
 """
@@ -33,7 +33,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoProcessor  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pretrained", type=Path, default=Path("outputs/demo/high_resolution/final"))
+    parser.add_argument("--pretrained", type=Path, default=Path("outputs/demo/video_audio/final"))
     parser.add_argument("--world", type=Path, default=Path("outputs/synthetic-world"))
     parser.add_argument("--out", type=Path, default=Path("outputs/merging"))
     parser.add_argument("--steps", type=int, default=150, help="finetuning steps per task")

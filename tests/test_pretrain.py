@@ -68,7 +68,7 @@ def test_recipe_validation():
     with pytest.raises(ValueError, match="unknown key"):
         parse_recipe({"sources": {"w": {"type": "synthetic"}}, "stages": [{"datasets": [{"source": "w"}], "lr": 1}]})
     shipped = load_recipe("synthetic_tiny")
-    assert [s.name for s in shipped.stages] == ["image_text", "video_audio", "high_resolution"]
+    assert [s.name for s in shipped.stages] == ["image_caption", "image_text", "video_audio"]
     original = load_recipe("unival_original")
     assert original.stages[0].training["learning_rate"] == 2e-4 and original.stages[2].processor["image_size"] == 480
 
