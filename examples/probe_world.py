@@ -114,7 +114,11 @@ def main(argv=None) -> None:
         if record["task"] in MATCHING_TASKS:
             example = example_of[record["id"]]
             metadata = json.loads(example["metadata"]) if isinstance(example["metadata"], str) else example["metadata"] or {}
-            key = f"{metadata.get('negative') or 'positive'}/level{example.get('difficulty')}"
+            # Caption negatives name their kind ("other_scene", "colour", ...); QA-matching ones their question type.
+            kind = "positive" if example["target"] == "yes" else metadata.get("negative") or "negative"
+            if metadata.get("question_type"):
+                kind = f"{kind}/{metadata['question_type']}"
+            key = f"{kind}/level{example.get('difficulty')}"
             right[record["task"]][key].append(record["prediction"].strip() == example["target"])
     for task, kinds in right.items():
         results[task]["by_kind"] = {k: [len(v), round(100 * sum(v) / len(v), 1)] for k, v in sorted(kinds.items())}
