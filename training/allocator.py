@@ -4,8 +4,8 @@ glibc's `malloc` serves large blocks (above a threshold that starts at 128 KiB a
 `mmap`ed pages and unmaps them when they are freed, so every CPU training step page-faults its large tensors in
 again: the `vocab_size x d_model` gradients of the tied embedding (59,457 x 128 floats, 30 MB, twice per step), the
 logits at the supervised positions, the image tower's activations. Measured on the embedded recipe's model (96 px,
-batch 16, `benchmarks/bench_train_step.py --allocator`): 0.15 s per step with glibc's defaults, 0.12 s with large
-blocks kept in the heap, and in a 600-step run the default spent 1.5 to 3.4 minutes of system time in page faults.
+batch 16, `benchmarks/bench_train_step.py --allocator`): 160 ms per step with glibc's defaults, 130 ms with large
+blocks kept in the heap; 600-step runs with the defaults spent 1.5 to 3.4 minutes of system time in page faults.
 
 PyTorch's CPU performance guide answers the same problem by preloading jemalloc or tcmalloc (`LD_PRELOAD`); setting
 glibc's own thresholds needs nothing installed and no restart. Written by hand because no library exposes

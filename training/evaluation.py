@@ -52,9 +52,10 @@ MEDIA_FIELDS = ("image", "media_path")
 
 
 def with_shuffled_media(examples: list[dict]) -> list[dict]:
-    """Copies of `examples` in which each example carries the media of another scene of the same task and modality: the one half
-    way round the task's list, or the next after it whose `group_id` differs (the examples of one scene, e.g. its
-    two VQA questions, are usually adjacent). An example whose task has no other scene keeps its own media."""
+    """Copies of `examples` in which each example carries the media of another scene of the same task and modality:
+    the one half way round their list, or the next after it whose `group_id` differs (the examples of one scene, e.g.
+    its two VQA questions, are usually adjacent). An example with no other scene to take from keeps its own media.
+    Everything else (prompt, target, reference box) stays the example's own."""
     positions = defaultdict(list)
     for index, example in enumerate(examples):
         positions[example["task"], example.get("modality")].append(index)
@@ -202,7 +203,8 @@ def score_records(
                     scores[f"prior_{name}"] = value
         if shuffled_by_task.get(task):
             blind = shuffled_by_task[task]
-            for name, value in score_task(task, [b["prediction"] for b in blind], [b["reference"] for b in blind]).items():
+            blind_scores = score_task(task, [b["prediction"] for b in blind], [b["reference"] for b in blind])
+            for name, value in blind_scores.items():
                 scores[f"shuffled_{name}"] = value
         results[task] = scores
     return results
@@ -226,10 +228,13 @@ def evaluate_examples(
     vocabulary = answer_vocabulary(train_examples) if train_examples is not None and constrain_answers else None
 
     def generate(items):
-        return generate_predictions(model, collator, items, batch_size, generation_overrides, vocabulary, constrain_grounding)
+        return generate_predictions(
+            model, collator, items, batch_size, generation_overrides, vocabulary, constrain_grounding
+        )
 
+    records = generate(examples)
     shuffled = generate(with_shuffled_media(examples)) if shuffled_media else None
-    return score_records(generate(examples), train_examples, shuffled)
+    return score_records(records, train_examples, shuffled)
 
 
 def format_results(results: dict[str, dict[str, float]]) -> str:
@@ -238,7 +243,7 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
     for task, scores in results.items():
         main = next(k for k in scores if not k.startswith(("prior_", "shuffled_")) and k != "examples")
         baselines = [scores.get(f"{kind}_{main}") for kind in ("prior", "shuffled")]
-        cells = " ".join("" .rjust(8) if v is None else f"{v:8.1f}" for v in baselines)
+        cells = " ".join(" " * 8 if v is None else f"{v:8.1f}" for v in baselines)
         lines.append(f"{task:22s} {main:14s} {scores[main]:8.1f} {cells} {scores['examples']:5d}")
     return "\n".join(lines)
 
