@@ -48,6 +48,7 @@ import torch  # noqa: E402
 from modeling_unival import UnivalConfig, UnivalForConditionalGeneration  # noqa: E402
 from processing import UnivalTokenizer  # noqa: E402
 from processing.constants import BIN_TOKEN_OFFSET, NUM_BINS  # noqa: E402
+from training.allocator import keep_freed_memory  # noqa: E402
 from training.recipe import RECIPES_DIR, load_recipe  # noqa: E402
 
 
@@ -159,6 +160,8 @@ def main() -> None:
     parser.add_argument("--preset-image-tower", action="store_true",
                         help="the unival-tiny preset's 4-stage image tower (stride 32), not the recipe's 3-stage one")
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        keep_freed_memory()  # as the training scripts (training/allocator.py)
     if args.layout == "prev_output" and args.probe not in PREV_OUTPUT_PROBES:
         parser.error(f"--layout prev_output applies to the {', '.join(PREV_OUTPUT_PROBES)} probes only")
 

@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from modeling_unival import UnivalConfig, UnivalForConditionalGeneration  # noqa: E402
+from training.allocator import keep_freed_memory  # noqa: E402
 from training.collator import UnivalMultitaskCollator  # noqa: E402
 from training.evaluation import answer_vocabulary, generate_predictions, score_records  # noqa: E402
 from training.pretrain import load_source, make_processor  # noqa: E402
@@ -56,6 +57,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if not torch.cuda.is_available():
+        keep_freed_memory()  # as the training scripts (training/allocator.py)
     recipe = load_recipe("synthetic_tiny")
     source = dict(recipe.sources["world"])
     source.update({k: v for k, v in (("path", args.world), ("num_examples", args.num_examples)) if v is not None})
