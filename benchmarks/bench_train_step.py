@@ -86,7 +86,7 @@ def main() -> None:
         from training.allocator import keep_freed_memory
 
         if not keep_freed_memory():
-            raise SystemExit("--allocator needs glibc (Linux)")
+            raise SystemExit("--allocator needs glibc (Linux) and no CUDA")
         run(False)  # warm-up: the heap grows to its working size
         kept = statistics.median(run(False) for _ in range(args.repeats))
         print(f"training step, supervised positions, freed memory kept in the heap: {kept * 1000:.0f} ms  "

@@ -160,8 +160,7 @@ def main() -> None:
     parser.add_argument("--preset-image-tower", action="store_true",
                         help="the unival-tiny preset's 4-stage image tower (stride 32), not the recipe's 3-stage one")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        keep_freed_memory()  # as the training scripts (training/allocator.py)
+    keep_freed_memory()  # on CPU, as the training scripts (training/allocator.py)
     if args.layout == "prev_output" and args.probe not in PREV_OUTPUT_PROBES:
         parser.error(f"--layout prev_output applies to the {', '.join(PREV_OUTPUT_PROBES)} probes only")
 

@@ -57,8 +57,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if not torch.cuda.is_available():
-        keep_freed_memory()  # as the training scripts (training/allocator.py)
+    keep_freed_memory()  # on CPU, as the training scripts (training/allocator.py)
     recipe = load_recipe("synthetic_tiny")
     source = dict(recipe.sources["world"])
     source.update({k: v for k, v in (("path", args.world), ("num_examples", args.num_examples)) if v is not None})

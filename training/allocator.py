@@ -20,6 +20,8 @@ import functools
 import logging
 import sys
 
+import torch
+
 logger = logging.getLogger(__name__)
 
 # mallopt parameters (glibc's malloc.h).
@@ -33,8 +35,9 @@ KEEP_BYTES = 1 << 30
 @functools.cache
 def keep_freed_memory() -> bool:
     """Raises glibc's mmap and trim thresholds to `KEEP_BYTES` (once per process). Returns whether they were set:
-    False off Linux or with another C library, where nothing changes."""
-    if not sys.platform.startswith("linux"):
+    False where CUDA is available (the training tensors live on the GPU), off Linux or with another C library,
+    where nothing changes."""
+    if torch.cuda.is_available() or not sys.platform.startswith("linux"):
         return False
     path = ctypes.util.find_library("c")
     try:

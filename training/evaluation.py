@@ -178,30 +178,31 @@ def answer_vocabulary(train_examples: Iterable[dict]) -> dict[str, list[str]]:
     return {task: sorted(answers) for task, answers in vocabulary.items()}
 
 
+def _by_task(records: Iterable[dict]) -> dict[str, list[dict]]:
+    grouped = defaultdict(list)
+    for record in records:
+        grouped[record["task"]].append(record)
+    return grouped
+
+
 def score_records(
     records: list[dict], train_examples: list[dict] | None = None, shuffled_records: list[dict] | None = None
 ) -> dict[str, dict[str, float]]:
     """Scores `generate_predictions` records task by task; with `train_examples`, also each task's prior baseline
     (keys prefixed `prior_`), and with `shuffled_records` (the records of `with_shuffled_media` examples) the
     shuffled-media baseline (keys prefixed `shuffled_`)."""
-    shuffled_by_task = defaultdict(list)
-    for record in shuffled_records or ():
-        shuffled_by_task[record["task"]].append(record)
-    by_task = defaultdict(list)
-    for record in records:
-        by_task[record["task"]].append(record)
+    shuffled_by_task = _by_task(shuffled_records or ())
     results = {}
-    for task, items in sorted(by_task.items()):
-        predictions = [item["prediction"] for item in items]
+    for task, items in sorted(_by_task(records).items()):
         references = [item["reference"] for item in items]
-        scores = score_task(task, predictions, references)
+        scores = score_task(task, [item["prediction"] for item in items], references)
         scores["examples"] = len(items)
         if train_examples is not None:
             prior = prior_predictions(task, train_examples, references)
             if prior is not None:
                 for name, value in score_task(task, prior, references).items():
                     scores[f"prior_{name}"] = value
-        if shuffled_by_task.get(task):
+        if task in shuffled_by_task:
             blind = shuffled_by_task[task]
             blind_scores = score_task(task, [b["prediction"] for b in blind], [b["reference"] for b in blind])
             for name, value in blind_scores.items():

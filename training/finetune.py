@@ -441,8 +441,7 @@ def finetune(argv: list[str] | None = None):
     """As `run`, returning `(trainer, summary)`; `trainer.model` is the finetuned model (a `PeftModel` with
     `--lora`; with `--merge_lora` its LoRA weights are merged in place after the adapter is saved)."""
     args, base_args, explicit = parse_arguments(sys.argv[1:] if argv is None else argv)
-    if not torch.cuda.is_available():
-        keep_freed_memory()  # CPU steps: no page faults for the large tensors (training/allocator.py)
+    keep_freed_memory()  # CPU runs: no page faults for the large tensors every step (training/allocator.py)
     state = PartialState()
     output_dir = Path(base_args.output_dir)
 

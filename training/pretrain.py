@@ -399,8 +399,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
         argv += ["--output_dir", "outputs/pretrain"]
     parser = HfArgumentParser((PretrainArguments, TrainingArguments))
     script_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    if not torch.cuda.is_available():
-        keep_freed_memory()  # CPU steps: no page faults for the large tensors (training/allocator.py)
+    keep_freed_memory()  # CPU runs: no page faults for the large tensors every step (training/allocator.py)
     explicit = explicit_flags(argv) - {"output_dir"}
     recipe = load_recipe(script_args.recipe)
     output_root = Path(training_args.output_dir)
