@@ -49,3 +49,25 @@ def test_score_records_and_format_results_report_both_baselines():
     # without the shuffled run, its column stays empty
     del scores["shuffled_accuracy"]
     assert format_results({"image_text_matching": scores}).splitlines()[1].split()[-2:] == ["50.0", "4"]
+
+
+def test_evaluate_examples_runs_the_shuffled_pass_on_other_scenes_media(monkeypatch):
+    import training.evaluation as evaluation
+
+    examples = [example("image_text_matching", f"scene{s}", target=f"scene{s}") for s in range(4)]
+    passes = []
+
+    def fake_generate(model, collator, items, *args):
+        # A "model" that reads its media: it names the scene its media come from.
+        passes.append([item["media_path"] for item in items])
+        return [{"id": item["id"], "task": item["task"], "reference": {"target": item["target"]},
+                 "prediction": item["media_path"].rsplit("/", 1)[1]} for item in items]
+
+    monkeypatch.setattr(evaluation, "generate_predictions", fake_generate)
+    scores = evaluation.evaluate_examples(None, None, examples, shuffled_media=True)["image_text_matching"]
+    assert passes[0] == [e["media_path"] for e in examples]  # the real pass first, on the examples' own media
+    assert all(a != b for a, b in zip(passes[0], passes[1]))  # then every example with another scene's media
+    assert scores["accuracy"] == 100.0 and scores["shuffled_accuracy"] == 0.0
+    passes.clear()
+    assert "shuffled_accuracy" not in evaluation.evaluate_examples(None, None, examples)["image_text_matching"]
+    assert len(passes) == 1  # no second pass unless asked
