@@ -8,6 +8,10 @@ what changes that? For example (the README quotes these runs):
     python examples/probe_world.py --tasks caption,image_text_matching --steps 2000 \
         --prompt-types image_text_matching=prev_output --seed 1
     python examples/probe_world.py --tasks visual_grounding --steps 1000 --num-bins 128
+    python examples/probe_world.py --tasks image_text_matching --steps 400 --batch-size 64 \
+        --prompt-types image_text_matching=prev_output --init outputs/demo/image_caption/final
+    python examples/probe_world.py --tasks caption,image_text_matching --steps 500 --batch-size 32 --levels 1 \
+        --prompt-types image_text_matching=prev_output
 
 Every task given is scored on the test split (greedy decoding, `training.evaluation`); the matching tasks are also
 broken down by negative kind and scene difficulty. The world is generated with the embedded recipe's settings when
@@ -45,14 +49,23 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--image-size", type=int, default=96)
-    p.add_argument("--layers", type=int, default=2, help="encoder and decoder layers")
+    p.add_argument("--layers", type=int, default=None, help="encoder and decoder layers (default 2)")
+    p.add_argument("--d-model", type=int, default=None,
+                   help="model width (default: the recipe's 128); FFNs 2x as wide, init_std d_model ** -0.5")
+    p.add_argument("--init", default=None, help="start from a saved model (e.g. a recipe stage's final) instead of "
+                   "from scratch; the processor is the recipe's, as for a model from scratch")
+    p.add_argument("--save", default=None, help="save the trained model and processor to this directory")
+    p.add_argument("--levels", default=None, help="train on scenes of these difficulty levels only, e.g. 1 or 1,2")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt-types", default="", help="decoder layouts, e.g. image_text_matching=prev_output,vqa=none")
     p.add_argument("--num-bins", type=int, default=None, help="location bins (default: the processor's 1,000)")
     p.add_argument("--world", default=None, help="world directory (default: the embedded recipe's)")
     p.add_argument("--num-examples", type=int, default=None, help="world size (default: the embedded recipe's)")
     p.add_argument("--max-test-per-task", type=int, default=None)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.init and (args.layers or args.d_model):
+        p.error("--init takes the saved model's shape: --layers and --d-model apply to a model from scratch")
+    return args
 
 
 def main(argv=None) -> None:
@@ -70,18 +83,29 @@ def main(argv=None) -> None:
     collator = UnivalMultitaskCollator(processor, training=True)
 
     torch.manual_seed(args.seed)
-    overrides = dict(recipe.model.get("overrides", {}), encoder_layers=args.layers, decoder_layers=args.layers)
-    model = UnivalForConditionalGeneration(UnivalConfig.from_preset(recipe.model.get("preset", "unival-tiny"), **overrides))
+    if args.init:
+        model = UnivalForConditionalGeneration.from_pretrained(args.init)
+    else:
+        layers = args.layers or 2
+        overrides = dict(recipe.model.get("overrides", {}), encoder_layers=layers, decoder_layers=layers)
+        if args.d_model:
+            d = args.d_model
+            overrides.update(d_model=d, encoder_ffn_dim=2 * d, decoder_ffn_dim=2 * d, init_std=round(d ** -0.5, 3))
+        model = UnivalForConditionalGeneration(
+            UnivalConfig.from_preset(recipe.model.get("preset", "unival-tiny"), **overrides))
     optimizer = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=0.01)
 
     train = world["train"]
     rows_of = defaultdict(list)
-    for index, task in enumerate(train.select_columns(["task"]).to_dict()["task"]):
-        if task in tasks:
+    levels = None if args.levels is None else {int(level) for level in args.levels.split(",")}
+    columns = train.select_columns(["task", "difficulty"]).to_dict()
+    for index, (task, level) in enumerate(zip(columns["task"], columns["difficulty"])):
+        if task in tasks and (levels is None or level in levels):
             rows_of[task].append(index)
     missing = [t for t in tasks if not rows_of[t]]
     if missing:
-        raise SystemExit(f"the world has no training examples of {missing}")
+        raise SystemExit(f"the world has no training examples of {missing}"
+                         + (f" at difficulty levels {sorted(levels)}" if levels else ""))
     print({t: len(rows_of[t]) for t in tasks}, flush=True)
 
     rng = np.random.default_rng(args.seed)
@@ -96,6 +120,9 @@ def main(argv=None) -> None:
         if step % 200 == 0 or step == args.steps - 1:
             print(f"step {step} loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
+    if args.save:
+        model.save_pretrained(args.save)
+        processor.save_pretrained(args.save)
     model.eval()
     test = [e for e in world["test"] if e["task"] in tasks]
     if args.max_test_per_task:
@@ -124,8 +151,10 @@ def main(argv=None) -> None:
             right[record["task"]][key].append(record["prediction"].strip() == example["target"])
     for task, kinds in right.items():
         results[task]["by_kind"] = {k: [len(v), round(100 * sum(v) / len(v), 1)] for k, v in sorted(kinds.items())}
+    start_from = f"from {args.init}" if args.init else "from scratch"
+    trained_on = f"levels {sorted(levels)}" if levels else "all levels"
     print(f"probe_world: {args.tasks}, {args.steps} steps, seed {args.seed}, layouts {layouts or 'default'}, "
-          f"{time.perf_counter() - start:.0f} s")
+          f"{start_from}, {trained_on}, {time.perf_counter() - start:.0f} s")
     for task, scores in sorted(results.items()):
         print(task, json.dumps(scores))
 

@@ -1,5 +1,6 @@
 """The learnability probes of examples/ run end to end (a few steps; their findings are in the README)."""
 
+import ast
 import json
 import os
 import subprocess
@@ -29,15 +30,35 @@ def test_probe_runs(probe, options, expected):
     assert f"{probe}, 2 steps" in result.stdout and expected in result.stdout
 
 
-def test_world_probe_runs(tmp_path):
+def _world_probe(tmp_path, *options):
     command = [sys.executable, str(REPO_ROOT / "examples" / "probe_world.py"), "--world", str(tmp_path / "world"),
-               "--num-examples", "800", "--tasks", "caption,image_text_matching", "--steps", "2",
-               "--prompt-types", "image_text_matching=prev_output", "--max-test-per-task", "3"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                            env=dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1"))
+               "--num-examples", "800", "--steps", "2", "--max-test-per-task", "3", *options]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1"))
+
+
+def _training_rows(stdout: str) -> dict[str, int]:
+    """The probe's first line: training rows per task."""
+    return ast.literal_eval(next(line for line in stdout.splitlines() if line.startswith("{")))
+
+
+def test_world_probe_runs(tmp_path):
+    result = _world_probe(tmp_path, "--tasks", "caption,image_text_matching",
+                          "--prompt-types", "image_text_matching=prev_output", "--save", str(tmp_path / "model"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "caption,image_text_matching, 2 steps" in result.stdout
-    assert "layouts {'image_text_matching': 'prev_output'}" in result.stdout
+    assert "layouts {'image_text_matching': 'prev_output'}, from scratch, all levels" in result.stdout
     line = next(line for line in result.stdout.splitlines() if line.startswith("image_text_matching "))
     scores = json.loads(line.split(" ", 1)[1])
     assert scores["examples"] >= 1 and sum(n for n, _ in scores["by_kind"].values()) == scores["examples"]
+    all_levels = _training_rows(result.stdout)["image_text_matching"]
+
+    # A second probe starts from the saved model, on the simplest scenes only.
+    result = _world_probe(tmp_path, "--tasks", "image_text_matching", "--init", str(tmp_path / "model"),
+                          "--levels", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"from {tmp_path / 'model'}, levels [1]" in result.stdout
+    assert 0 < _training_rows(result.stdout)["image_text_matching"] < all_levels
+    # The saved model's shape is kept: asking for another one is an error, not silently ignored.
+    result = _world_probe(tmp_path, "--init", str(tmp_path / "model"), "--d-model", "64")
+    assert result.returncode != 0 and "--init takes the saved model's shape" in result.stderr
