@@ -71,3 +71,30 @@ def test_evaluate_examples_runs_the_shuffled_pass_on_other_scenes_media(monkeypa
     passes.clear()
     assert "shuffled_accuracy" not in evaluation.evaluate_examples(None, None, examples)["image_text_matching"]
     assert len(passes) == 1  # no second pass unless asked
+
+
+
+def test_cli_scores_a_saved_model_on_a_world_with_both_baselines(tmp_path, capsys):
+    """`python -m training.evaluation --shuffled-media`: a saved model and processor, a world, one table, one JSON."""
+    import json
+
+    from tiny import tiny_model
+    from training.data.synthetic import generate_world
+    from training.evaluation import main
+    from training.pretrain import make_processor
+
+    generate_world(tmp_path / "world", num_examples=80, seed=1)
+    tiny_model().save_pretrained(tmp_path / "model")
+    sizes = {"image_size": 64, "num_frames": 4, "video_crop_size": 32, "audio_max_length": 24000}  # the tiny model's
+    make_processor(sizes).save_pretrained(tmp_path / "model")
+    output = tmp_path / "results.json"
+    assert main(["--model", str(tmp_path / "model"), "--world", str(tmp_path / "world"), "--max-per-task", "2",
+                 "--shuffled-media", "--output", str(output)]) == 0
+    results = json.loads(output.read_text())
+    test_tasks = {json.loads(line)["task"] for line in (tmp_path / "world" / "test.jsonl").read_text().splitlines()}
+    assert set(results) == test_tasks
+    for task, scores in results.items():
+        metric = format_results({task: scores}).splitlines()[1].split()[1]
+        assert {metric, f"prior_{metric}", f"shuffled_{metric}"} <= set(scores), task
+        assert 1 <= scores["examples"] <= 2
+    assert capsys.readouterr().out.strip() == format_results(results)
