@@ -73,7 +73,6 @@ def test_evaluate_examples_runs_the_shuffled_pass_on_other_scenes_media(monkeypa
     assert len(passes) == 1  # no second pass unless asked
 
 
-
 def test_cli_scores_a_saved_model_on_a_world_with_both_baselines(tmp_path, capsys):
     """`python -m training.evaluation --shuffled-media`: a saved model and processor, a world, one table, one JSON."""
     import json

@@ -42,6 +42,13 @@ def _training_rows(stdout: str) -> dict[str, int]:
     return ast.literal_eval(next(line for line in stdout.splitlines() if line.startswith("{")))
 
 
+def _scores(stdout: str) -> dict[str, dict]:
+    """The probe's last lines: `task {scores}` for every task trained."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("probe_world: ")) + 1
+    return {task: json.loads(scores) for task, scores in (line.split(" ", 1) for line in lines[start:])}
+
+
 def test_world_probe_runs(tmp_path):
     result = _world_probe(tmp_path, "--tasks", "caption,image_text_matching",
                           "--prompt-types", "image_text_matching=prev_output", "--save", str(tmp_path / "model"))
@@ -52,13 +59,17 @@ def test_world_probe_runs(tmp_path):
     scores = json.loads(line.split(" ", 1)[1])
     assert scores["examples"] >= 1 and sum(n for n, _ in scores["by_kind"].values()) == scores["examples"]
     all_levels = _training_rows(result.stdout)["image_text_matching"]
+    first = _scores(result.stdout)
 
-    # A second probe starts from the saved model, on the simplest scenes only.
-    result = _world_probe(tmp_path, "--tasks", "image_text_matching", "--init", str(tmp_path / "model"),
-                          "--levels", "1")
+    # A second probe starts from the saved model, on the simplest scenes only. With no training step it scores
+    # exactly as the first one did after its last step: the saved weights are the ones it starts from.
+    result = _world_probe(tmp_path, "--tasks", "caption,image_text_matching",
+                          "--prompt-types", "image_text_matching=prev_output", "--init", str(tmp_path / "model"),
+                          "--levels", "1", "--steps", "0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"from {tmp_path / 'model'}, levels [1]" in result.stdout
     assert 0 < _training_rows(result.stdout)["image_text_matching"] < all_levels
+    assert _scores(result.stdout) == first
     # The saved model's shape is kept: asking for another one is an error, not silently ignored.
     result = _world_probe(tmp_path, "--init", str(tmp_path / "model"), "--d-model", "64")
     assert result.returncode != 0 and "--init takes the saved model's shape" in result.stderr
