@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from conftest import REPO_ROOT
+
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_keep_freed_memory_sets_the_thresholds_once():
@@ -18,4 +20,4 @@ def test_keep_freed_memory_sets_the_thresholds_once():
         "x = torch.ones(59457, 128); del x; y = torch.zeros(59457, 128)\n"
         "assert float(y.sum()) == 0.0  # memory reused from the heap is still zeroed where asked\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(REPO_ROOT))

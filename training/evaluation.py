@@ -178,6 +178,10 @@ def answer_vocabulary(train_examples: Iterable[dict]) -> dict[str, list[str]]:
     return {task: sorted(answers) for task, answers in vocabulary.items()}
 
 
+def _score_items(task: str, items: list[dict]) -> dict[str, float]:
+    return score_task(task, [item["prediction"] for item in items], [item["reference"] for item in items])
+
+
 def _by_task(records: Iterable[dict]) -> dict[str, list[dict]]:
     grouped = defaultdict(list)
     for record in records:
@@ -194,18 +198,16 @@ def score_records(
     shuffled_by_task = _by_task(shuffled_records or ())
     results = {}
     for task, items in sorted(_by_task(records).items()):
-        references = [item["reference"] for item in items]
-        scores = score_task(task, [item["prediction"] for item in items], references)
+        scores = _score_items(task, items)
         scores["examples"] = len(items)
         if train_examples is not None:
+            references = [item["reference"] for item in items]
             prior = prior_predictions(task, train_examples, references)
             if prior is not None:
                 for name, value in score_task(task, prior, references).items():
                     scores[f"prior_{name}"] = value
         if task in shuffled_by_task:
-            blind = shuffled_by_task[task]
-            blind_scores = score_task(task, [b["prediction"] for b in blind], [b["reference"] for b in blind])
-            for name, value in blind_scores.items():
+            for name, value in _score_items(task, shuffled_by_task[task]).items():
                 scores[f"shuffled_{name}"] = value
         results[task] = scores
     return results
