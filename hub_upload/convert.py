@@ -22,7 +22,7 @@ from transformers import AutoModelForSeq2SeqLM, GenerationConfig
 from modeling_unival import UnivalForConditionalGeneration
 from modeling_unival.conversion import check_original_buffers, config_from_original_args, load_original_state_dict
 from processing import UnivalFeatureExtractor, UnivalImageProcessor, UnivalProcessor, UnivalVideoProcessor
-from processing.prompts import resolve_task
+from processing.tasks import resolve_task
 
 from .checkpoint import UnsafeCheckpointError, load_original_checkpoint, original_arguments, select_weights
 from .model_card import ConversionRecord, build_model_card

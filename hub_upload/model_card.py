@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from processing.prompts import resolve_task
+from processing.tasks import resolve_task
 
 
 PAPER_TITLE = "Unified Model for Image, Video, Audio and Language Tasks"

@@ -22,9 +22,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig, ResNetConfig
 from transformers.configuration_utils import SubConfigSpec
 
-# Registers the UnIVAL pipelines (see its docstring): here, so that loading a checkpoint's configuration with
-# `trust_remote_code=True` registers them before `pipeline()` resolves its task.
-from .pipeline_unival import register_pipelines  # noqa: F401
+from .ids import BOS_TOKEN_ID, EOS_TOKEN_ID, PAD_TOKEN_ID, VOCAB_SIZE
 
 
 AUTO_MAP = {
@@ -243,7 +241,7 @@ class UnivalConfig(PreTrainedConfig):
         "audio_config": SubConfigSpec(config_class=UnivalAudioConfig, optional=True),
     }
 
-    vocab_size: int = 59457
+    vocab_size: int = VOCAB_SIZE
     d_model: int = 768
     encoder_layers: int = 6
     decoder_layers: int = 6
@@ -275,10 +273,10 @@ class UnivalConfig(PreTrainedConfig):
     sample_patch_num: int | None = None
     label_smoothing: float | int = 0.1
     use_cache: bool = True
-    pad_token_id: int | None = 1
-    bos_token_id: int | None = 0
-    eos_token_id: int | list[int] | None = 2
-    decoder_start_token_id: int | None = 0
+    pad_token_id: int | None = PAD_TOKEN_ID
+    bos_token_id: int | None = BOS_TOKEN_ID
+    eos_token_id: int | list[int] | None = EOS_TOKEN_ID
+    decoder_start_token_id: int | None = BOS_TOKEN_ID
     is_encoder_decoder: bool = True
     tie_word_embeddings: bool = True
     image_config: dict | PreTrainedConfig | None = None

@@ -40,20 +40,14 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.resnet.modeling_resnet import ResNetEmbeddings, ResNetEncoder
 
 from .configuration_unival import UnivalConfig
+from .ids import MODALITY_NAMES, Modality
 from .towers import UnivalAudioTower, UnivalVideoTower, init_tower_weights
 
 
-# Values of `patch_types`, as in the original (0 image, 1 video, 2 audio), plus -1 for a sample without media.
-# `processing.constants.Modality` mirrors these values.
-PATCH_TYPE_NONE = -1
-PATCH_TYPE_IMAGE = 0
-PATCH_TYPE_VIDEO = 1
-PATCH_TYPE_AUDIO = 2
-_MODALITY_NAMES = {PATCH_TYPE_IMAGE: "image", PATCH_TYPE_VIDEO: "video", PATCH_TYPE_AUDIO: "audio"}
 _MODALITY_INPUTS = {
-    PATCH_TYPE_IMAGE: "pixel_values",
-    PATCH_TYPE_VIDEO: "pixel_values_videos",
-    PATCH_TYPE_AUDIO: "audio_values",
+    Modality.IMAGE: "pixel_values",
+    Modality.VIDEO: "pixel_values_videos",
+    Modality.AUDIO: "audio_values",
 }
 
 
@@ -574,9 +568,9 @@ class UnivalEncoder(UnivalPreTrainedModel):
         return features.flatten(2).transpose(1, 2), ids
 
     def _modality_modules(self, patch_type: int):
-        if patch_type == PATCH_TYPE_IMAGE:
+        if patch_type == Modality.IMAGE:
             return self.embed_image, self.image_proj, self.embed_image_positions
-        if patch_type == PATCH_TYPE_VIDEO:
+        if patch_type == Modality.VIDEO:
             return self.embed_video, self.video_proj, self.embed_video_positions
         return self.embed_audio, self.audio_proj, self.embed_audio_positions
 
@@ -644,17 +638,17 @@ class UnivalEncoder(UnivalPreTrainedModel):
         patch_masks: torch.Tensor | None,
     ) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
         given = {
-            PATCH_TYPE_IMAGE: pixel_values,
-            PATCH_TYPE_VIDEO: pixel_values_videos,
-            PATCH_TYPE_AUDIO: audio_values,
+            Modality.IMAGE: pixel_values,
+            Modality.VIDEO: pixel_values_videos,
+            Modality.AUDIO: audio_values,
         }
-        expected_rank = {PATCH_TYPE_IMAGE: 4, PATCH_TYPE_VIDEO: 5, PATCH_TYPE_AUDIO: 2}
+        expected_rank = {Modality.IMAGE: 4, Modality.VIDEO: 5, Modality.AUDIO: 2}
         layout = {
-            PATCH_TYPE_IMAGE: "(num_images, channels, height, width)",
-            PATCH_TYPE_VIDEO: "(num_videos, channels, frames, height, width)",
-            PATCH_TYPE_AUDIO: "(num_clips, samples)",
+            Modality.IMAGE: "(num_images, channels, height, width)",
+            Modality.VIDEO: "(num_videos, channels, frames, height, width)",
+            Modality.AUDIO: "(num_clips, samples)",
         }
-        towers = {PATCH_TYPE_IMAGE: self.image_tower, PATCH_TYPE_VIDEO: self.video_tower, PATCH_TYPE_AUDIO: self.audio_tower}
+        towers = {Modality.IMAGE: self.image_tower, Modality.VIDEO: self.video_tower, Modality.AUDIO: self.audio_tower}
         given = {k: v for k, v in given.items() if v is not None}
         for patch_type, values in given.items():
             name = _MODALITY_INPUTS[patch_type]
@@ -665,19 +659,19 @@ class UnivalEncoder(UnivalPreTrainedModel):
             if values.ndim != expected_rank[patch_type]:
                 raise ValueError(f"`{name}` must have shape {layout[patch_type]}, got {tuple(values.shape)}")
             if towers[patch_type] is None:
-                modality = _MODALITY_NAMES[patch_type]
+                modality = MODALITY_NAMES[patch_type]
                 raise ValueError(
                     f"`{name}` was given, but this model has no {modality} tower (its config has no {modality}_config)"
                 )
-        if PATCH_TYPE_IMAGE in given and given[PATCH_TYPE_IMAGE].shape[1] != self.config.image_config.num_channels:
+        if Modality.IMAGE in given and given[Modality.IMAGE].shape[1] != self.config.image_config.num_channels:
             raise ValueError(
                 f"`pixel_values` must have {self.config.image_config.num_channels} channels, "
-                f"got shape {tuple(given[PATCH_TYPE_IMAGE].shape)}"
+                f"got shape {tuple(given[Modality.IMAGE].shape)}"
             )
-        if PATCH_TYPE_VIDEO in given and given[PATCH_TYPE_VIDEO].shape[1] != self.config.video_config.num_channels:
+        if Modality.VIDEO in given and given[Modality.VIDEO].shape[1] != self.config.video_config.num_channels:
             raise ValueError(
                 f"`pixel_values_videos` must have shape (num_videos, {self.config.video_config.num_channels}, frames, "
-                f"height, width) (channels before frames), got {tuple(given[PATCH_TYPE_VIDEO].shape)}"
+                f"height, width) (channels before frames), got {tuple(given[Modality.VIDEO].shape)}"
             )
 
         if patch_types is None:
@@ -703,7 +697,7 @@ class UnivalEncoder(UnivalPreTrainedModel):
             if patch_types.shape != (batch_size,):
                 raise ValueError(f"`patch_types` must have shape ({batch_size},), got {tuple(patch_types.shape)}")
             patch_types = patch_types.to(device=device, dtype=torch.long)
-            allowed = (PATCH_TYPE_NONE, PATCH_TYPE_IMAGE, PATCH_TYPE_VIDEO, PATCH_TYPE_AUDIO)
+            allowed = (Modality.TEXT, Modality.IMAGE, Modality.VIDEO, Modality.AUDIO)
             if not torch.isin(patch_types, torch.tensor(allowed, device=device)).all():
                 raise ValueError(f"`patch_types` values must be in {allowed}, got {patch_types.tolist()}")
             for patch_type, name in _MODALITY_INPUTS.items():
@@ -711,7 +705,7 @@ class UnivalEncoder(UnivalPreTrainedModel):
                 rows = given[patch_type].shape[0] if patch_type in given else 0
                 if count != rows:
                     raise ValueError(
-                        f"`patch_types` marks {count} sample(s) as {_MODALITY_NAMES[patch_type]} but `{name}` has "
+                        f"`patch_types` marks {count} sample(s) as {MODALITY_NAMES[patch_type]} but `{name}` has "
                         f"{rows} row(s)"
                     )
         if patch_masks is not None:

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from .conversion import check_original_buffers, config_from_original_args, load_original_state_dict
-from .modeling_unival import PATCH_TYPE_AUDIO, PATCH_TYPE_IMAGE, PATCH_TYPE_VIDEO, UnivalForConditionalGeneration
+from .ids import Modality
+from .modeling_unival import UnivalForConditionalGeneration
 
 
 MODEL_ATOL = 1e-4
@@ -56,11 +57,11 @@ def original_inputs_to_port(inputs: dict[str, torch.Tensor]) -> dict[str, torch.
     patch_types = inputs.get("patch_types")
     if "patch_images" in inputs or "patch_videos" in inputs or "patch_audios" in inputs:
         if patch_types is None:
-            patch_types = torch.full((inputs["src_tokens"].shape[0],), PATCH_TYPE_IMAGE, dtype=torch.long)
+            patch_types = torch.full((inputs["src_tokens"].shape[0],), Modality.IMAGE, dtype=torch.long)
         for patch_type, original, ours in (
-            (PATCH_TYPE_IMAGE, "patch_images", "pixel_values"),
-            (PATCH_TYPE_VIDEO, "patch_videos", "pixel_values_videos"),
-            (PATCH_TYPE_AUDIO, "patch_audios", "audio_values"),
+            (Modality.IMAGE, "patch_images", "pixel_values"),
+            (Modality.VIDEO, "patch_videos", "pixel_values_videos"),
+            (Modality.AUDIO, "patch_audios", "audio_values"),
         ):
             rows = patch_types == patch_type
             if rows.any():

@@ -282,7 +282,7 @@ class UnivalPipeline(Pipeline):
             if task is None:
                 inputs = self.processor(text=text, return_tensors="pt", **call_kwargs)
             else:
-                spec = self._processing_module("prompts").resolve_task(task)
+                spec = self._processing_module("tasks").resolve_task(task)
                 prev_output = self.processor.prompt_type_of(spec.name) == "prev_output"
                 inputs = self.processor(
                     task=spec.name,

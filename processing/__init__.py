@@ -24,10 +24,8 @@ from .constants import Modality
 from .feature_extraction_unival import UnivalFeatureExtractor
 from .image_processing_unival import UnivalImageProcessor
 from .processing_unival import UnivalProcessor
+from .tasks import TASKS, TaskSpec, build_prompt, build_target, generation_config, resolve_task
 from .prompts import (
-    TASKS,
-    build_prompt,
-    build_target,
     clean_caption_target,
     postprocess_caption,
     postprocess_vqa_answer,

@@ -15,7 +15,9 @@ from transformers.utils import logging
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from . import prompts as prompt_lib
-from .prompts import resolve_task  # noqa: F401  (the `from .x import` form makes remote-code saving copy prompts.py)
+from . import tasks as task_lib
+from .prompts import format_target  # noqa: F401  (the `from .x import` form makes remote-code saving copy these files)
+from .tasks import resolve_task  # noqa: F401
 from .boxes import bins_to_box, extract_bins, quantize_box
 from .constants import (
     BOS_TOKEN_ID,
@@ -257,13 +259,13 @@ class UnivalProcessor(ProcessorMixin):
         for task, layout in prompt_types.items():
             if layout not in PROMPT_TYPES:
                 raise ValueError(f"prompt_types[{task!r}] must be one of {PROMPT_TYPES}, got {layout!r}")
-            canonical[prompt_lib.resolve_task(task).name] = layout
+            canonical[task_lib.resolve_task(task).name] = layout
         return dict(sorted(canonical.items()))
 
     def prompt_type_of(self, task: str) -> str:
         """The decoder layout of `task` (name or alias) with this processor: its `prompt_types` entry, else the
         task's default."""
-        spec = prompt_lib.resolve_task(task)
+        spec = task_lib.resolve_task(task)
         return self.prompt_types.get(spec.name, spec.prompt_type)
 
     _SUB_PROCESSOR_BASES = {
@@ -393,12 +395,12 @@ class UnivalProcessor(ProcessorMixin):
         if targets is not None and text_target is not None:
             raise TypeError("pass the decoder targets either as `targets` or as `text_target`, not both")
         targets = text_target if targets is None else targets
-        spec = prompt_lib.resolve_task(task) if task is not None else None
+        spec = task_lib.resolve_task(task) if task is not None else None
         if spec is None and task_fields:
             raise TypeError(f"unexpected keyword argument(s) {sorted(task_fields)} without `task=`")
         if spec is not None and text is not None:
             # With a task, `text` is the task's main text field (the question of VQA, the expression of grounding...).
-            field = prompt_lib.PRIMARY_FIELDS.get(spec.name)
+            field = spec.primary_field
             if field is None:
                 raise TypeError(f"task {task!r} builds its prompt without text: do not pass `text`")
             if field in task_fields:
@@ -529,7 +531,7 @@ class UnivalProcessor(ProcessorMixin):
         task_fields = {}
         for key, value in kwargs.items():
             routed = False
-            if key in prompt_lib.PROMPT_KEYWORDS:
+            if key in task_lib.PROMPT_KEYWORDS:
                 task_fields[key] = value
                 continue
             if key in _IMAGE_OPTIONS:
@@ -590,7 +592,7 @@ class UnivalProcessor(ProcessorMixin):
         if spec.name in ("grounded_caption",):
             fields.setdefault("num_bins", self.num_bins)
         try:
-            return prompt_lib.build_prompt(
+            return task_lib.build_prompt(
                 task, modality=None if modality == Modality.TEXT else modality, **fields
             )
         except (ValueError, TypeError) as error:
@@ -643,12 +645,12 @@ class UnivalProcessor(ProcessorMixin):
         """The original prompt of `task` (see `processing.prompts.build_prompt`)."""
         fields.setdefault("audio_prompt", self.audio_prompt)
         fields.setdefault("num_bins", self.num_bins)
-        return prompt_lib.build_prompt(task, **fields)
+        return task_lib.build_prompt(task, **fields)
 
     def build_target(self, task: str, **fields) -> str:
         """The original target text of `task` (see `processing.prompts.build_target`)."""
         fields.setdefault("num_bins", self.num_bins)
-        return prompt_lib.build_target(task, **fields)
+        return task_lib.build_target(task, **fields)
 
     def caption_prompt(self, modality: Modality | str = Modality.IMAGE) -> str:
         """Captioning prompt of an image, a video or an audio clip (audio: see `audio_prompt`)."""

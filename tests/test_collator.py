@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from processing import UnivalFeatureExtractor, UnivalImageProcessor, UnivalProcessor, UnivalVideoProcessor
 from processing import prompts as P
+from processing import tasks as T
 from processing.boxes import bins_to_box, extract_bins, quantize_box
 from processing.constants import BIN_TOKEN_OFFSET, EOS_TOKEN_ID, LABEL_IGNORE_INDEX, NUM_BINS
 from processing.testing_utils import make_image
@@ -490,7 +491,7 @@ def test_generation_batches(processor, collator, world, one_of_each):
             assert torch.equal(decoder[:, 1:], gb.inputs["input_ids"][:, 1 : gb.decoder_prompt_length])
         else:
             assert "decoder_input_ids" not in gb.inputs and gb.decoder_prompt_length == 1
-        assert gb.generation_kwargs == P.TASKS[gb.task].generation
+        assert gb.generation_kwargs == dict(T.TASKS[gb.task].generation)
         if gb.task in ("vqa", "visual_grounding", "caption") and gb.task not in ran:
             ran.add(gb.task)
             kwargs = dict(gb.generation_kwargs, num_beams=2)

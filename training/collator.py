@@ -65,6 +65,7 @@ import numpy as np
 import torch
 
 from processing import prompts as prompt_lib
+from processing import tasks as task_lib
 
 
 #: Modality of each schema task when an example does not say.
@@ -250,7 +251,7 @@ class UnivalMultitaskCollator:
         task = example.get("task")
         if not task:
             raise ValueError("example has no task")
-        name = prompt_lib.resolve_task(task).name
+        name = task_lib.resolve_task(task).name
         if name not in _SUPPORTED_TASKS:
             raise ValueError(f"task {task!r} is not supported by the multitask collator")
         return name
@@ -262,8 +263,8 @@ class UnivalMultitaskCollator:
             if modality not in _MEDIA_MODALITIES + ("text",):
                 raise ValueError(f"unknown modality {modality!r}")
             return modality
-        task = prompt_lib.resolve_task(example["task"]).name
-        spec_modality = prompt_lib.TASKS[task].modality
+        task = task_lib.resolve_task(example["task"]).name
+        spec_modality = task_lib.TASKS[task].modality
         if spec_modality is not None and int(spec_modality) >= 0:
             return _MEDIA_MODALITIES[int(spec_modality)]
         return _DEFAULT_MODALITY.get(task, "image")
@@ -306,16 +307,16 @@ class UnivalMultitaskCollator:
         task = self.task_of(example)
         target = example.get("target")
         if task in _CAPTION_TASKS or task == "grounded_caption":
-            return prompt_lib.build_target(task, caption=target, clean=self.clean_captions)
+            return task_lib.build_target(task, caption=target, clean=self.clean_captions)
         if task in _ANSWER_TASKS:
-            return prompt_lib.build_target(task, answer=answer if answer is not None else target)
+            return task_lib.build_target(task, answer=answer if answer is not None else target)
         if task in _MATCHING_TASKS:
             label = (target or "").strip().lower()
             if label not in ("yes", "no"):
                 raise ValueError(f"task {task!r} needs target 'yes' or 'no', got {target!r}")
-            return prompt_lib.build_target(task, label=label == "yes")
+            return task_lib.build_target(task, label=label == "yes")
         if task == "visual_entailment":
-            return prompt_lib.build_target(task, label=target)
+            return task_lib.build_target(task, label=target)
         if task == "visual_grounding":
             return self.processor.build_target(
                 task, box=self._first_box(example), image_size=self.image_size_of(example), clip=self.clip_boxes
@@ -392,7 +393,7 @@ class UnivalMultitaskCollator:
         keys = MODEL_INPUT_KEYS[:6] + ("decoder_input_ids",)
         inputs = {key: torch.from_numpy(np.ascontiguousarray(encoded[key])) for key in keys if key in encoded}
         task = tasks.pop() if len(tasks) == 1 else "mixed"
-        generation = copy.deepcopy(prompt_lib.TASKS[task].generation) if task != "mixed" else {}
+        generation = dict(task_lib.TASKS[task].generation) if task != "mixed" else {}
         references = [self.reference(example) for example in examples]
         return GenerationBatch(task, layout, inputs, references, generation, decoder_prompt_length)
 

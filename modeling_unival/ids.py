@@ -1,0 +1,1 @@
+../processing/ids.py
