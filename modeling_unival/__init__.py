@@ -1,7 +1,7 @@
 """UnIVAL for `transformers`: configuration, model, conversion from the original fairseq checkpoints.
 
 Importing this package registers the model with the Auto classes (`AutoConfig`, `AutoModel`,
-`AutoModelForSeq2SeqLM`, `AutoModelForImageTextToText`), and marks the classes for remote code so that a saved
+`AutoModelForSeq2SeqLM`, `AutoModelForImageTextToText`) and the pipeline task `"unival"`, and marks the classes for remote code so that a saved
 checkpoint also loads with `trust_remote_code=True` where this package is not installed.
 """
 
@@ -19,12 +19,17 @@ from .modeling_unival import (
     UnivalModel,
     UnivalPreTrainedModel,
 )
+from .pipeline_unival import UnivalPipeline, register_pipeline, repair_image_to_text_warning
 
 
 AutoConfig.register("unival", UnivalConfig, exist_ok=True)
 AutoModel.register(UnivalConfig, UnivalModel, exist_ok=True)
 AutoModelForSeq2SeqLM.register(UnivalConfig, UnivalForConditionalGeneration, exist_ok=True)
 AutoModelForImageTextToText.register(UnivalConfig, UnivalForConditionalGeneration, exist_ok=True)
+
+# The pipeline task "unival" (a name of UnIVAL's own: every other task keeps its stock pipeline).
+register_pipeline()
+repair_image_to_text_warning()
 
 UnivalConfig.register_for_auto_class()
 UnivalModel.register_for_auto_class("AutoModel")
@@ -37,6 +42,7 @@ __all__ = [
     "UnivalEncoderOutput",
     "UnivalForConditionalGeneration",
     "UnivalModel",
+    "UnivalPipeline",
     "UnivalPreTrainedModel",
     "UnivalVideoConfig",
 ]

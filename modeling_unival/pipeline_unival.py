@@ -1,48 +1,42 @@
-"""UnIVAL in `transformers.pipeline`: captioning, question answering and grounding over images, videos and audio.
+"""UnIVAL in `transformers.pipeline`: every task, over images, videos and audio, batched.
 
-[`UnivalPipeline`] serves three task names:
+Two routes, neither of which changes anything for other models:
 
-* `"image-to-text"`, which transformers 5 rewrites to `"image-text-to-text"` before it looks at its task registry, and
-  `"image-text-to-text"` itself. UnIVAL takes this registry entry over with [`UnivalImageTextToTextPipeline`], which
-  builds a [`UnivalPipeline`] for UnIVAL models and the stock `ImageTextToTextPipeline`, unchanged, for other models;
-* `"unival"`, a task of its own, for videos and audio as well as images.
+* `pipeline("image-text-to-text", model=DIR)` (and `"image-to-text"`, which transformers 5 rewrites to it) builds the
+  stock `ImageTextToTextPipeline`: `UnivalProcessor` takes its `processor(images=..., text=...)` call (the text is the
+  prompt, or with `task=` the task's field) and its `post_process_image_text_to_text`. It also serves checkpoints
+  loaded as remote code (`trust_remote_code=True`) where this package is not installed.
+* `pipeline("unival", model=DIR)`: [`UnivalPipeline`], registered under that task name of its own when
+  `modeling_unival` is imported. It runs every UnIVAL task on images, videos and audio, captions without a text,
+  returns boxes for grounding and cleans captions and answers as the original evaluation.
 
 ```python
 >>> from transformers import pipeline
->>> captioner = pipeline("image-to-text", model="unival-caption")
->>> captioner("kitchen.jpg")
+>>> unival = pipeline("unival", model="unival-caption")
+>>> unival("kitchen.jpg")
 [{'generated_text': 'a kitchen with a stove and a sink'}]
->>> vqa = pipeline("image-text-to-text", model="unival-vqa")
->>> vqa("kitchen.jpg", text="what color is the stove?")
-[{'input_text': 'what color is the stove?', 'generated_text': 'white'}]
->>> vqa("kitchen.jpg", text="the stove", task="visual_grounding")
+>>> unival("kitchen.jpg", text="the stove", task="visual_grounding")
 [{'input_text': 'the stove', 'generated_text': '<bin_112><bin_371><bin_548><bin_802>',
   'box': [54.1, 178.2, 263.3, 385.3]}]
->>> unival = pipeline("unival", model="unival-video-caption")
->>> unival("clip.mp4"), unival(audio="dog.wav")
+>>> unival(["clip.mp4", "dog.wav"], batch_size=8)
+>>> pipeline("image-text-to-text", model="unival-vqa")("kitchen.jpg", text="what color is the stove?",
+...                                                    return_full_text=False)
 ```
-
-The task registry entries are added by [`register_pipelines`], which runs when this module is imported. This module
-is imported by `configuration_unival.py`, so that both routes register them before `pipeline()` resolves its task:
-importing the installed package, and loading a checkpoint's configuration with `trust_remote_code=True` (this file is
-then one of the remote-code files saved next to the weights). That is also why this file imports nothing from the
-UnIVAL packages: it reaches the processor's helper modules (`prompts`, `constants`) through the processor itself.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoModelForSeq2SeqLM, LogitsProcessorList
+from transformers import LogitsProcessorList
 from transformers.image_utils import load_image
-from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import Pipeline
-from transformers.pipelines.image_text_to_text import ImageTextToTextPipeline
 
 from .constrained_decoding import UnivalLocationLogitsProcessor
 
@@ -51,9 +45,6 @@ from .constrained_decoding import UnivalLocationLogitsProcessor
 _MEDIA_ARGUMENTS = {"image": "images", "video": "videos", "audio": "audio"}
 # Keys accepted in a sample given as a dict.
 _SAMPLE_KEYS = {"image": "image", "images": "image", "video": "video", "videos": "video", "audio": "audio"}
-_CAPTION_TASKS = ("caption", "image_caption", "video_caption", "audio_caption", "grounded_caption")
-_GROUNDING_TASK = "visual_grounding"
-_NUM_LOCATION_TOKENS = 4
 # `generate()` arguments that are not generation-config fields, accepted as call keywords too.
 _GENERATE_ARGUMENTS = {"logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn", "streamer"}
 
@@ -66,10 +57,10 @@ def is_unival_model(model) -> bool:
 class UnivalPipeline(Pipeline):
     r"""
     Pipeline of UnIVAL: captioning (images, videos, audio), question answering (images, videos), visual grounding
-    and the other UnIVAL tasks, one sample per `generate()` call.
+    and the other UnIVAL tasks.
 
     Generation follows the checkpoint's `generation_config.json` (the original's settings for the task the checkpoint
-    was finetuned on). Override them per call with `max_new_tokens=` / `generate_kwargs={...}` (or any generation
+    was trained for). Override them per call with `max_new_tokens=` / `generate_kwargs={...}` (or any generation
     parameter as a keyword), or for every call by passing them to `pipeline(...)`. Visual grounding always decodes
     exactly four location tokens.
 
@@ -85,8 +76,12 @@ class UnivalPipeline(Pipeline):
       video, and `text` used verbatim as the prompt for audio and text-only samples;
     - `prompt=`: an encoder prompt used verbatim (no task), e.g. `prompt=" what does the image describe?"`.
 
+    Batching: `batch_size=N` runs up to N samples per `generate()` call (one processor call, padded once). Samples of
+    one call share their task and modality, and for the tasks that force the prompt as the decoder prefix (VQA, video
+    QA, entailment) its length; the results come back in input order, equal to those of `batch_size=1`.
+
     Returns, for one input, a list with one dict per returned sequence (`num_return_sequences`); for a list of inputs,
-    a list of such lists. Each dict has `generated_text` (captions and answers are cleaned as in the original
+    a list of such lists. Each dict has `generated_text` (captions and answers cleaned as in the original
     evaluation), `input_text` when a text or prompt was given, and for visual grounding `box`: `[x0, y0, x1, y1]` in
     pixels of the original image. With `return_tensors=True`, `generated_token_ids` (the whole decoder sequence)
     replaces `generated_text`.
@@ -108,11 +103,10 @@ class UnivalPipeline(Pipeline):
             raise ValueError(f"{type(self).__name__} serves UnIVAL models, got a {type(self.model).__name__}")
 
     # -----------------------------------------------------------------------------------------------------------------
-    # helpers
+    # samples
     # -----------------------------------------------------------------------------------------------------------------
     def _processing_module(self, name: str):
-        """`name` from the processor's own package: `processing.<name>` with the installed package, the copy next to
-        the weights with remote code."""
+        """`name` from the processor's own package (`processing.<name>` with the installed package)."""
         package = type(self.processor).__module__.rpartition(".")[0]
         try:
             return importlib.import_module(f"{package}.{name}")
@@ -186,11 +180,40 @@ class UnivalPipeline(Pipeline):
             raise TypeError(f"`text` must be a string or a list of strings, got {type(text).__name__}")
         return [self._sample(item, t, modality) for item, t in zip(items, texts)], batched
 
-    @staticmethod
-    def _default_task(modality: str | None, text: str | None) -> str | None:
-        if text is None:
-            return "caption" if modality is not None else None
-        return {"image": "vqa", "video": "video_qa"}.get(modality)
+    def _sample_task(self, sample: dict, task: str | None, prompt: str | None):
+        """The `TaskSpec` a sample runs (`None`: its text, or `prompt`, is the prompt verbatim)."""
+        if prompt is not None:
+            if sample["text"] is not None:
+                raise ValueError("pass either `text` (with a task) or `prompt`, not both")
+            return None
+        if task is None:
+            modality, text = sample["modality"], sample["text"]
+            task = ("caption" if modality is not None else None) if text is None else (
+                {"image": "vqa", "video": "video_qa"}.get(modality)
+            )
+        return None if task is None else self._processing_module("tasks").resolve_task(task)
+
+    def _group_key(self, sample: dict, spec) -> tuple:
+        """Samples with equal keys run in one `generate()` call: same task and modality, and for the prev_output layout
+        (the prompt forced as the decoder prefix, which the decoder's absolute positions do not let us left-pad) the
+        same prompt length."""
+        prefix_length = None
+        if spec is not None and self.processor.prompt_type_of(spec.name) == "prev_output" and sample["text"]:
+            prompt = self.processor.build_prompt(spec.name, **{spec.primary_field: sample["text"]})
+            prefix_length = len(self.processor.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return (None if spec is None else spec.name, sample["modality"], prefix_length)
+
+    def _batches(self, samples: list[dict], batch_size: int, task, prompt) -> list[dict]:
+        groups: dict[tuple, list[int]] = {}
+        specs = [self._sample_task(sample, task, prompt) for sample in samples]
+        for index, (sample, spec) in enumerate(zip(samples, specs)):
+            groups.setdefault(self._group_key(sample, spec), []).append(index)
+        batches = []
+        for indices in groups.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                batches.append({"spec": specs[chunk[0]], "indices": chunk, "samples": [samples[i] for i in chunk]})
+        return batches
 
     # -----------------------------------------------------------------------------------------------------------------
     # Pipeline API
@@ -206,6 +229,7 @@ class UnivalPipeline(Pipeline):
             images / videos / audio: the inputs, naming their modality (instead of `inputs`).
             task (`str`, *optional*): a UnIVAL task name or alias (`"visual_grounding"`, `"vqa"`, ...).
             prompt (`str`, *optional*): an encoder prompt used verbatim instead of a task.
+            batch_size (`int`, *optional*): samples per `generate()` call (default: the pipeline's, else 1).
             max_new_tokens (`int`, *optional*) / generate_kwargs (`dict`, *optional*): generation settings for this
                 call, on top of the checkpoint's generation config. Generation parameters may also be given directly
                 as keywords (`num_beams=3`).
@@ -214,11 +238,22 @@ class UnivalPipeline(Pipeline):
             processor_kwargs (`dict`, *optional*): extra processor options (e.g. `{"num_frames": 8}`).
             timeout (`float`, *optional*): timeout for image URLs.
         """
-        batch_size = kwargs.get("batch_size") or self._batch_size
-        if batch_size not in (None, 1):
-            raise ValueError(f"{type(self).__name__} runs one sample per forward pass; batch_size must be 1")
+        batch_size = kwargs.pop("batch_size", None)
+        batch_size = (self._batch_size or 1) if batch_size is None else batch_size
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        kwargs.pop("num_workers", None)  # one processor call per batch: media are decoded there, not in workers
         samples, batched = self._collect_samples(inputs, text, images, videos, audio)
-        return super().__call__(samples if batched else samples[0], **kwargs)
+        if kwargs.get("task") is not None and kwargs.get("prompt") is not None:
+            raise ValueError("pass either `task` or `prompt`, not both")
+        batches = self._batches(samples, batch_size, kwargs.get("task"), kwargs.get("prompt"))
+        # Each batch is one input of the base class, which then runs preprocess -> forward -> postprocess on it.
+        outputs = super().__call__(batches, batch_size=1, **kwargs)
+        results = [None] * len(samples)
+        for batch, records in zip(batches, outputs):
+            for index, sample_records in zip(batch["indices"], records):
+                results[index] = sample_records
+        return results if batched else results[0]
 
     def _sanitize_parameters(
         self,
@@ -233,10 +268,6 @@ class UnivalPipeline(Pipeline):
         **kwargs,
     ):
         preprocess_params, forward_params, postprocess_params = {}, {}, {}
-        if task is not None and prompt is not None:
-            raise ValueError("pass either `task` or `prompt`, not both")
-        if task is not None:
-            preprocess_params["task"] = task
         if prompt is not None:
             preprocess_params["prompt"] = prompt
         if timeout is not None:
@@ -262,68 +293,64 @@ class UnivalPipeline(Pipeline):
             postprocess_params["return_full_text"] = return_full_text
         return preprocess_params, forward_params, postprocess_params
 
-    def preprocess(self, sample, task=None, prompt=None, timeout=None, processor_kwargs=None):
-        modality, media, text = sample["modality"], sample["media"], sample["text"]
-        if modality == "image" and isinstance(media, str) and media.startswith(("http://", "https://")):
-            media = load_image(media, timeout=timeout)
-        call_kwargs = dict(processor_kwargs or {})
+    def _processor_call(self, batch: dict, prompt: str | None, timeout, processor_kwargs: dict):
+        spec, samples = batch["spec"], batch["samples"]
+        modality = samples[0]["modality"]
+        call = dict(processor_kwargs)
         if modality is not None:
-            call_kwargs[_MEDIA_ARGUMENTS[modality]] = media
+            media = [sample["media"] for sample in samples]
+            if modality == "image":
+                media = [load_image(m, timeout=timeout) if isinstance(m, str) and m.startswith(("http://", "https://"))
+                         else m for m in media]
+            call[_MEDIA_ARGUMENTS[modality]] = media
+        texts = [sample["text"] for sample in samples]
+        if spec is None:
+            return self.processor(text=[prompt] * len(samples) if prompt is not None else texts, return_tensors="pt",
+                                  **call)
+        if spec.output == "box" and modality != "image":
+            raise ValueError(f"task {spec.name!r} expects an image per sample")
+        return self.processor(
+            task=spec.name,
+            text=None if all(t is None for t in texts) else texts,
+            return_tensors="pt",
+            return_image_sizes=modality == "image",
+            return_decoder_prompt=self.processor.prompt_type_of(spec.name) == "prev_output",
+            **call,
+        )
 
-        spec = None
-        if prompt is not None:
-            if text is not None:
-                raise ValueError("pass either `text` (with a task) or `prompt`, not both")
-            input_text = prompt
-            inputs = self.processor(text=prompt, return_tensors="pt", **call_kwargs)
-        else:
-            input_text = text
-            task = task if task is not None else self._default_task(modality, text)
-            if task is None:
-                inputs = self.processor(text=text, return_tensors="pt", **call_kwargs)
-            else:
-                spec = self._processing_module("tasks").resolve_task(task)
-                prev_output = self.processor.prompt_type_of(spec.name) == "prev_output"
-                inputs = self.processor(
-                    task=spec.name,
-                    text=text,
-                    return_tensors="pt",
-                    return_image_sizes=modality == "image",
-                    return_decoder_prompt=prev_output,
-                    **call_kwargs,
-                )
+    def preprocess(self, batch, prompt=None, timeout=None, processor_kwargs=None):
+        inputs = self._processor_call(batch, prompt, timeout, processor_kwargs or {})
         image_sizes = inputs.pop("image_sizes", None)
         inputs = dict(inputs.to(dtype=self.dtype) if self.dtype is not None else inputs)  # floating tensors only
-        # One unpadded sample: the decoder prompt (prev_output layout) needs no mask.
+        # The samples of one batch share the decoder prompt's length (see `_group_key`): it needs no mask.
         inputs.pop("decoder_attention_mask", None)
         decoder_prompt = inputs.get("decoder_input_ids")
+        spec = batch["spec"]
         meta = {
-            "task": spec.name if spec is not None else None,
-            "input_text": input_text,
+            "task": None if spec is None else spec.name,
+            "output": None if spec is None else spec.output,
+            "input_texts": [prompt] * len(batch["samples"]) if prompt is not None else [
+                sample["text"] for sample in batch["samples"]
+            ],
             "prompt_length": 1 if decoder_prompt is None else decoder_prompt.shape[1],
-            "prev_output": spec is not None and prev_output,
-            "image_size": None if image_sizes is None or not len(image_sizes) else image_sizes[0].tolist(),
+            "image_sizes": None if image_sizes is None or not len(image_sizes) else image_sizes.tolist(),
         }
-        if meta["task"] == _GROUNDING_TASK and meta["image_size"] is None:
-            raise ValueError("visual grounding needs an image")
         return {"inputs": inputs, "meta": meta}
-
-    def _location_logits_processor(self) -> UnivalLocationLogitsProcessor:
-        constants = self._processing_module("constants")
-        first = self.processor.tokenizer.convert_tokens_to_ids(constants.BIN_TOKEN_TEMPLATE.format(0))
-        return UnivalLocationLogitsProcessor(first, self.processor.num_bins)
 
     def _forward(self, model_inputs, generate_kwargs=None):
         inputs, meta = dict(model_inputs["inputs"]), model_inputs["meta"]
         generate_kwargs = dict(generate_kwargs or {})
         overrides = {"return_dict_in_generate": False}
-        if meta["task"] == _GROUNDING_TASK:
+        if meta["output"] == "box":
+            tasks = self._processing_module("tasks")
             processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
-            processors.append(self._location_logits_processor())
+            processors.append(
+                UnivalLocationLogitsProcessor(self.processor.tokenizer.bin_token_offset, self.processor.num_bins)
+            )
             overrides.update(
                 logits_processor=processors,
-                min_new_tokens=_NUM_LOCATION_TOKENS,
-                max_new_tokens=_NUM_LOCATION_TOKENS,
+                min_new_tokens=tasks.NUM_LOCATION_TOKENS,
+                max_new_tokens=tasks.NUM_LOCATION_TOKENS,
             )
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs, **overrides)
         sequences = self.model.generate(**inputs, **generate_kwargs)
@@ -331,79 +358,71 @@ class UnivalPipeline(Pipeline):
 
     def postprocess(self, model_outputs, return_tensors=False, return_full_text=False):
         sequences, meta = model_outputs["sequences"], model_outputs["meta"]
-        task, input_text = meta["task"], meta["input_text"]
+        input_texts = meta["input_texts"]
+        per_sample = len(sequences) // len(input_texts)  # num_return_sequences
         if return_tensors:
             records = [{"generated_token_ids": sequence} for sequence in sequences]
-        elif task == _GROUNDING_TASK:
-            results = self.processor.post_process_grounding(sequences, [meta["image_size"]] * len(sequences))
-            records = [{"generated_text": result["text"], "box": result["box"]} for result in results]
+        elif meta["task"] is None:
+            decoded = self.processor.batch_decode(sequences[:, meta["prompt_length"] :], skip_special_tokens=True)
+            records = [{"generated_text": text.strip()} for text in decoded]
         else:
-            if meta["prev_output"]:
-                texts = self.processor.post_process_vqa(sequences, prompt_lengths=meta["prompt_length"])
-            elif task in _CAPTION_TASKS:
-                texts = self.processor.post_process_caption(sequences)
-            else:
-                decoded = self.processor.batch_decode(sequences[:, meta["prompt_length"] :], skip_special_tokens=True)
-                texts = [text.strip() for text in decoded]
-            if return_full_text and input_text is not None:
-                texts = [f"{input_text.strip()} {text}".strip() for text in texts]
-            records = [{"generated_text": text} for text in texts]
-        if input_text is not None:
-            records = [{"input_text": input_text, **record} for record in records]
-        return records
+            sizes = None if meta["image_sizes"] is None else [s for s in meta["image_sizes"] for _ in range(per_sample)]
+            outputs = self.processor.post_process_generation(
+                sequences, meta["task"], image_sizes=sizes, prompt_lengths=meta["prompt_length"]
+            )
+            records = [
+                {"generated_text": out["text"], "box": out["box"]} if isinstance(out, dict) else {"generated_text": out}
+                for out in outputs
+            ]
+        results = []
+        for index, input_text in enumerate(input_texts):
+            sample_records = records[index * per_sample : (index + 1) * per_sample]
+            if input_text is not None:
+                if return_full_text and not return_tensors:
+                    for record in sample_records:
+                        record["generated_text"] = f"{input_text.strip()} {record['generated_text']}".strip()
+                sample_records = [{"input_text": input_text, **record} for record in sample_records]
+            results.append(sample_records)
+        return results
 
     def save_pretrained(self, save_directory, **kwargs):
-        """Save the model and the processor. The pipeline code needs no `custom_pipelines` entry: it travels with the
-        model's remote code (see the module docstring)."""
+        """Save the model and the processor (without a `custom_pipelines` entry: the `"unival"` task comes with the
+        package, and a `custom_pipelines` entry would make `pipeline()` demand `trust_remote_code=True` for it)."""
         self.model.save_pretrained(save_directory, **kwargs)
         self.processor.save_pretrained(save_directory, **kwargs)
 
 
-class UnivalImageTextToTextPipeline(UnivalPipeline):
-    """
-    The `"image-text-to-text"` task (and `"image-to-text"`, which transformers 5 rewrites to it) once UnIVAL is
-    registered: a [`UnivalPipeline`] for UnIVAL models, the stock [`ImageTextToTextPipeline`] for every other model,
-    built exactly as `pipeline()` would have built it.
-    """
+class _ImageToTextDeprecationRecord(logging.Filter):
+    """transformers 5.x logs its rewrite of the removed `"image-to-text"` task to `"image-text-to-text"` with a stray
+    `UserWarning` argument (`logger.warning_once(message, UserWarning)`), so formatting the record fails and logging
+    prints a `--- Logging error ---` traceback instead of the message, for every model. This filter drops the stray
+    argument of that one record, so the message is logged as transformers means it; nothing else is touched."""
 
-    # `pipeline()` reads these from the registered class before it knows which pipeline it gets: keep the stock ones.
-    _load_processor = ImageTextToTextPipeline._load_processor
-    _load_image_processor = ImageTextToTextPipeline._load_image_processor
-    _load_video_processor = ImageTextToTextPipeline._load_video_processor
-    _load_feature_extractor = ImageTextToTextPipeline._load_feature_extractor
-    _load_tokenizer = ImageTextToTextPipeline._load_tokenizer
+    _MESSAGE = "The task `image-to-text` has been removed"
 
-    def __new__(cls, *args, **kwargs):
-        model = kwargs["model"] if "model" in kwargs else (args[0] if args else None)
-        if not is_unival_model(model):
-            return ImageTextToTextPipeline(*args, **kwargs)
-        return super().__new__(cls)
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args == (UserWarning,) and str(record.msg).startswith(self._MESSAGE):
+            record.args = ()
+        return True
 
 
-def register_pipelines() -> None:
-    """
-    Register UnIVAL with the `transformers` pipeline registry (idempotent):
-
-    - `"image-text-to-text"` (also reached by `"image-to-text"`): [`UnivalImageTextToTextPipeline`], which keeps the
-      stock pipeline for every other model; the entry keeps its stock model classes and defaults.
-    - `"unival"`: [`UnivalPipeline`] with `AutoModelForSeq2SeqLM`.
-
-    The entries are written directly rather than with `PIPELINE_REGISTRY.register_pipeline`, which warns when a task
-    is registered again (this runs for the installed package and again for each remote-code copy) and marks the class
-    for a `custom_pipelines` entry on `save_pretrained`, which would make the saved checkpoint require
-    `trust_remote_code=True` even where the package is installed.
-    """
-    supported = PIPELINE_REGISTRY.supported_tasks
-    supported["image-text-to-text"] = {**supported["image-text-to-text"], "impl": UnivalImageTextToTextPipeline}
-    supported["unival"] = {"impl": UnivalPipeline, "pt": (AutoModelForSeq2SeqLM,), "type": "multimodal"}
+def repair_image_to_text_warning() -> None:
+    """Install `_ImageToTextDeprecationRecord` on transformers' pipeline logger (idempotent)."""
+    logger = logging.getLogger("transformers.pipelines")
+    if not any(isinstance(f, _ImageToTextDeprecationRecord) for f in logger.filters):
+        logger.addFilter(_ImageToTextDeprecationRecord())
 
 
-register_pipelines()
+def register_pipeline() -> None:
+    """Register [`UnivalPipeline`] under the task name `"unival"` (with `AutoModelForSeq2SeqLM`). Only this new name is
+    added to transformers' pipeline registry; every other task keeps its stock pipeline."""
+    from transformers import AutoModelForSeq2SeqLM
+    from transformers.pipelines import PIPELINE_REGISTRY
 
-__all__ = [
-    "UnivalImageTextToTextPipeline",
-    "UnivalLocationLogitsProcessor",
-    "UnivalPipeline",
-    "is_unival_model",
-    "register_pipelines",
-]
+    if PIPELINE_REGISTRY.supported_tasks.get("unival", {}).get("impl") is not UnivalPipeline:
+        PIPELINE_REGISTRY.register_pipeline(
+            "unival", pipeline_class=UnivalPipeline, pt_model=AutoModelForSeq2SeqLM, type="multimodal"
+        )
+
+
+__all__ = ["UnivalPipeline", "is_unival_model", "register_pipeline", "repair_image_to_text_warning"]

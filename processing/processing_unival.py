@@ -749,6 +749,53 @@ class UnivalProcessor(ProcessorMixin):
             results.append(result)
         return results
 
+    def post_process_generation(
+        self,
+        generated,
+        task: str,
+        *,
+        image_sizes=None,
+        prompt_lengths: int | Sequence[int] | None = None,
+        scores=None,
+    ) -> list:
+        """The generated sequences of `task` in the structure its output kind calls for, one entry per sequence
+        (Florence-2's `post_process_generation` for UnIVAL's tasks):
+
+        - captions (captioning, grounded captioning): cleaned strings (`post_process_caption`);
+        - answers and labels (VQA, video QA, matching, entailment): cleaned strings (`post_process_vqa`), with the
+          decoder prompt of the prev_output layout dropped (`prompt_lengths`: its length, e.g. the width of the
+          `decoder_input_ids` given to `generate`);
+        - boxes (visual grounding): `{"box", "bins", "text"}` dicts in pixels of the original images, which needs
+          `image_sizes` (`post_process_grounding`);
+        - `<code_i>` sequences (text-to-image): the token ids as lists.
+
+        `scores` (e.g. `sequences_scores`), when given, are returned beside: a list of `(output, score)` pairs for
+        text outputs, a `"score"` entry for boxes.
+        """
+        spec = task_lib.resolve_task(task)
+        if spec.output == "box":
+            if image_sizes is None:
+                raise ValueError(f"task {spec.name!r} returns boxes: pass the original `image_sizes`")
+            return self.post_process_grounding(generated, image_sizes, scores=scores)
+        if spec.output == "codes":
+            outputs = self._as_sequences(generated)
+        elif spec.output == "caption":
+            outputs = self.post_process_caption(generated)
+        else:
+            outputs = self.post_process_vqa(generated, prompt_lengths=prompt_lengths)
+        if scores is None:
+            return outputs
+        scores = to_numpy(scores).reshape(-1).tolist() if is_array_like(scores) else list(scores)
+        if len(scores) != len(outputs):
+            raise ValueError(f"got {len(outputs)} sequences but {len(scores)} scores")
+        return list(zip(outputs, scores))
+
+    def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens: bool = True, **kwargs):
+        """Decoded text of each sequence, for transformers' `image-text-to-text` pipeline (without surrounding
+        whitespace: UnIVAL's answers start with a space token)."""
+        texts = self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
+        return [text.strip() for text in texts]
+
     def post_process_vqa(self, generated, prompt_lengths: int | Sequence[int] | None = None) -> list[str]:
         """Decoded, cleaned answers (strip, lowercase, no trailing punctuation). With the prev_output layout, pass
         the number of decoder-prompt tokens to drop from each sequence (`prompt_lengths`, e.g. the width of the
