@@ -37,7 +37,8 @@ from types import MappingProxyType
 from transformers import GenerationConfig
 
 from . import prompts as P
-from .constants import MAX_CAPTION_TARGET_WORDS, MAX_SOURCE_WORDS, MODALITY_NAMES, Modality
+from .constants import MAX_CAPTION_TARGET_WORDS, MAX_SOURCE_WORDS
+from .ids import BOS_TOKEN_ID, EOS_TOKEN_ID, MODALITY_NAMES, PAD_TOKEN_ID, Modality
 
 
 PROMPT_TYPES = ("none", "prev_output")
@@ -66,8 +67,16 @@ GROUNDING_GENERATION = MappingProxyType({
 })
 # yes / no / maybe answers: one token and </s>.
 LABEL_GENERATION = MappingProxyType({"num_beams": 5, "max_new_tokens": 3, "length_penalty": 0.0, "early_stopping": True})
-# Settings that only mean something to beam search: dropped for greedy decoding, which would warn about them.
-_BEAM_ONLY_SETTINGS = ("early_stopping", "length_penalty", "num_beam_groups", "diversity_penalty")
+# Settings that only mean something to beam search, with transformers' neutral values: a greedy configuration sets
+# them to these (rather than leaving them unset, which would let `generate()` take a checkpoint's beam settings
+# and warn that greedy decoding ignores them).
+_BEAM_ONLY_DEFAULTS = MappingProxyType({"early_stopping": False, "length_penalty": 1.0})
+
+# The special tokens of UnIVAL's vocabulary, which every generation config needs (decoding starts from `<s>`).
+_SPECIAL_TOKEN_SETTINGS = MappingProxyType({
+    "bos_token_id": BOS_TOKEN_ID, "eos_token_id": EOS_TOKEN_ID, "pad_token_id": PAD_TOKEN_ID,
+    "decoder_start_token_id": BOS_TOKEN_ID,
+})
 
 YES_NO = ("yes", "no")
 ENTAILMENT_LABELS = ("yes", "no", "maybe")
@@ -186,12 +195,13 @@ class TaskSpec:
         return self.modality != Modality.TEXT
 
     def generation_config(self, **overrides) -> GenerationConfig:
-        """A `GenerationConfig` with the original's settings for this task, updated with `overrides`. Settings that
-        only beam search reads are left out when the result decodes greedily, so `generate()` does not warn."""
-        settings = {**self.generation, **overrides}
+        """A `GenerationConfig` with the original's settings for this task (and UnIVAL's special tokens), updated with
+        `overrides`. When the result
+        decodes greedily (`num_beams=1`), the settings only beam search reads take their neutral values, so that
+        `generate(generation_config=...)` does not warn about them."""
+        settings = {**_SPECIAL_TOKEN_SETTINGS, **self.generation, **overrides}
         if settings.get("num_beams", 1) == 1:
-            for key in _BEAM_ONLY_SETTINGS:
-                settings.pop(key, None)
+            settings.update({key: value for key, value in _BEAM_ONLY_DEFAULTS.items() if key not in overrides})
         return GenerationConfig(**settings)
 
 

@@ -64,32 +64,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from processing import prompts as prompt_lib
 from processing import tasks as task_lib
+from processing.constants import MODALITY_NAMES
 
 
-#: Modality of each schema task when an example does not say.
-_DEFAULT_MODALITY = {
-    "caption": "image",
-    "vqa": "image",
-    "qa_matching": "image",
-    "visual_grounding": "image",
-    "grounded_caption": "image",
-    "image_text_matching": "image",
-    "visual_entailment": "image",
-    "video_caption": "video",
-    "video_qa": "video",
-    "video_text_matching": "video",
-    "audio_caption": "audio",
-    "audio_text_matching": "audio",
-}
-_MEDIA_MODALITIES = ("image", "video", "audio")
-_CAPTION_TASKS = ("caption", "image_caption", "video_caption", "audio_caption")
-_MATCHING_TASKS = ("image_text_matching", "video_text_matching", "audio_text_matching", "text_matching", "qa_matching")
-_ANSWER_TASKS = ("vqa", "video_qa")
-_SUPPORTED_TASKS = frozenset(
-    _CAPTION_TASKS + _MATCHING_TASKS + _ANSWER_TASKS + ("visual_grounding", "grounded_caption", "visual_entailment")
-)
+_MEDIA_MODALITIES = tuple(MODALITY_NAMES.values())
+#: Output kinds the collator builds targets for (`<code_i>` image generation is not ported).
+_SUPPORTED_OUTPUTS = ("caption", "answer", "label", "box")
 #: The model's inputs, in the order the batch dict lists them.
 MODEL_INPUT_KEYS = (
     "input_ids",
@@ -251,10 +232,10 @@ class UnivalMultitaskCollator:
         task = example.get("task")
         if not task:
             raise ValueError("example has no task")
-        name = task_lib.resolve_task(task).name
-        if name not in _SUPPORTED_TASKS:
+        spec = task_lib.resolve_task(task)
+        if spec.output not in _SUPPORTED_OUTPUTS:
             raise ValueError(f"task {task!r} is not supported by the multitask collator")
-        return name
+        return spec.name
 
     def modality_of(self, example: Mapping) -> str:
         """`image` / `video` / `audio` / `text` (from the example, else the task's usual modality)."""
@@ -263,11 +244,7 @@ class UnivalMultitaskCollator:
             if modality not in _MEDIA_MODALITIES + ("text",):
                 raise ValueError(f"unknown modality {modality!r}")
             return modality
-        task = task_lib.resolve_task(example["task"]).name
-        spec_modality = task_lib.TASKS[task].modality
-        if spec_modality is not None and int(spec_modality) >= 0:
-            return _MEDIA_MODALITIES[int(spec_modality)]
-        return _DEFAULT_MODALITY.get(task, "image")
+        return MODALITY_NAMES.get(task_lib.resolve_task(example["task"]).default_modality, "text")
 
     def prompt_type_of(self, task: str) -> str:
         return self.processor.prompt_type_of(task)
@@ -278,50 +255,38 @@ class UnivalMultitaskCollator:
         return tuple(int(v) for v in self.processor.image_processor.get_image_sizes([image])[0])
 
     def build_prompt(self, example: Mapping) -> str:
-        """The encoder prompt of an example (exact original strings, see `processing.prompts`)."""
-        task = self.task_of(example)
+        """The encoder prompt of an example (exact original strings, see `processing.tasks`). Schema columns fill the
+        task's prompt fields: `question` the question, `text` the task's primary field (the caption to check, the
+        referring expression, the hypothesis, the candidate answer of QA matching), `premise` the premise when
+        `use_premise`; grounded captioning takes its region from `boxes[0]`."""
+        spec = task_lib.resolve_task(self.task_of(example))
         modality = self.modality_of(example)
-        medium = modality if modality in _MEDIA_MODALITIES else None
         fields: dict[str, Any] = {}
-        if task in _ANSWER_TASKS:
-            fields["question"] = example.get("question")
-        elif task == "qa_matching":
-            fields["question"] = example.get("question")
-            fields["answer"] = example.get("text")
-        elif task == "visual_grounding":
-            fields["text"] = example.get("text")
-        elif task == "grounded_caption":
-            fields["box"] = self._first_box(example)
-            fields["image_size"] = self.image_size_of(example)
-            fields["clip"] = self.clip_boxes
-        elif task in ("image_text_matching", "video_text_matching", "audio_text_matching", "text_matching"):
-            fields["caption"] = example.get("text")
-        elif task == "visual_entailment":
-            fields["hypothesis"] = example.get("text")
-            if self.use_premise and example.get("premise"):
-                fields["premise"] = example["premise"]
-        return self.processor.build_prompt(task, modality=medium, **fields)
+        for name in spec.prompt_fields:
+            if name == "question":
+                fields[name] = example.get("question")
+            elif name == "region":
+                fields.update(box=self._first_box(example), image_size=self.image_size_of(example), clip=self.clip_boxes)
+            else:
+                fields[name] = example.get("text")
+        if "premise" in spec.optional_fields and self.use_premise and example.get("premise"):
+            fields["premise"] = example["premise"]
+        medium = modality if modality in _MEDIA_MODALITIES else None
+        return self.processor.build_prompt(spec.name, modality=medium, **fields)
 
     def build_target(self, example: Mapping, answer: str | None = None) -> str:
-        """The decoder target text of an example (`answer` overrides the VQA answer)."""
-        task = self.task_of(example)
+        """The decoder target text of an example, by its task's output kind (`answer` overrides the VQA answer)."""
+        spec = task_lib.resolve_task(self.task_of(example))
         target = example.get("target")
-        if task in _CAPTION_TASKS or task == "grounded_caption":
-            return task_lib.build_target(task, caption=target, clean=self.clean_captions)
-        if task in _ANSWER_TASKS:
-            return task_lib.build_target(task, answer=answer if answer is not None else target)
-        if task in _MATCHING_TASKS:
-            label = (target or "").strip().lower()
-            if label not in ("yes", "no"):
-                raise ValueError(f"task {task!r} needs target 'yes' or 'no', got {target!r}")
-            return task_lib.build_target(task, label=label == "yes")
-        if task == "visual_entailment":
-            return task_lib.build_target(task, label=target)
-        if task == "visual_grounding":
-            return self.processor.build_target(
-                task, box=self._first_box(example), image_size=self.image_size_of(example), clip=self.clip_boxes
-            )
-        raise AssertionError(task)  # pragma: no cover
+        if spec.output == "caption":
+            return task_lib.build_target(spec, caption=target, clean=self.clean_captions)
+        if spec.output == "answer":
+            return task_lib.build_target(spec, answer=answer if answer is not None else target)
+        if spec.output == "label":
+            return task_lib.build_target(spec, label=target)
+        return self.processor.build_target(
+            spec.name, box=self._first_box(example), image_size=self.image_size_of(example), clip=self.clip_boxes
+        )
 
     def reference(self, example: Mapping) -> dict:
         """What an evaluation compares a generated output with: `id`, `task`, `target`, `answers`,
@@ -335,7 +300,7 @@ class UnivalMultitaskCollator:
             "answers": list(example.get("answers") or []),
             "answer_confidences": [float(c) for c in (example.get("answer_confidences") or [])],
         }
-        if task in ("visual_grounding", "grounded_caption"):
+        if "region" in task_lib.TASKS[task].prompt_fields or task_lib.TASKS[task].output == "box":
             ref["box"] = [float(v) for v in self._first_box(example)]
             ref["image_size"] = self.image_size_of(example)
         return ref
@@ -467,7 +432,7 @@ class UnivalMultitaskCollator:
             }
             if with_target:
                 answer = None
-                if task in _ANSWER_TASKS:
+                if task_lib.TASKS[task].output == "answer":
                     answer, item["label_weight"] = self._answer(example)
                 item["target"] = self.build_target(example, answer=answer)
                 if not item["target"].strip():
