@@ -1,6 +1,6 @@
 """The evaluation baselines (training/evaluation.py): the prior and the shuffled-media runs."""
 
-from training.evaluation import MEDIA_FIELDS, format_results, score_records, with_shuffled_media
+from training.evaluation import MEDIA_FIELDS, evaluate_examples, format_results, score_records, with_shuffled_media
 
 
 def example(task, group, modality="image", index=0, target="yes"):
@@ -80,7 +80,7 @@ def test_cli_scores_a_saved_model_on_a_world_with_both_baselines(tmp_path, capsy
     from tiny import tiny_model
     from training.data.synthetic import generate_world
     from training.evaluation import main
-    from training.pretrain import make_processor
+    from training.stages import make_processor
 
     generate_world(tmp_path / "world", num_examples=80, seed=1)
     tiny_model().save_pretrained(tmp_path / "model")
@@ -97,3 +97,40 @@ def test_cli_scores_a_saved_model_on_a_world_with_both_baselines(tmp_path, capsy
         assert {metric, f"prior_{metric}", f"shuffled_{metric}"} <= set(scores), task
         assert 1 <= scores["examples"] <= 2
     assert capsys.readouterr().out.strip() == format_results(results)
+
+
+def test_greedy_and_beam_evaluation_emit_no_generation_warning(tmp_path):
+    """Evaluation builds each task's generation config from the registry: neither the tasks' beam settings nor a
+    greedy override (`num_beams=1`) makes `generate()` warn, whatever the checkpoint's own generation config."""
+    import logging
+    import warnings
+
+    from processing import generation_config
+    from tiny import tiny_model
+    from training.collator import UnivalMultitaskCollator
+    from training.data.synthetic import generate_world, load_world
+    from training.stages import make_processor
+
+    generate_world(tmp_path / "world", num_examples=80, seed=2)
+    world = load_world(tmp_path / "world")
+    model = tiny_model()
+    model.generation_config = generation_config("caption")  # beam settings that a greedy pass must not inherit
+    sizes = {"image_size": 64, "num_frames": 4, "video_crop_size": 32, "audio_max_length": 24000}
+    collator = UnivalMultitaskCollator(make_processor(sizes), training=False)
+    examples = list(world["test"])[:12]
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for overrides in ({"num_beams": 1}, None):
+                results = evaluate_examples(model, collator, examples, list(world["train"]), batch_size=4,
+                                            generation_overrides=overrides)
+                assert results
+    finally:
+        logger.removeHandler(handler)
+    assert not [str(w.message) for w in caught if "generat" in str(w.message).lower()], caught
+    assert not [m for m in messages if "generat" in m.lower() or "max_length" in m], messages

@@ -38,13 +38,8 @@ from transformers import LogitsProcessorList
 
 from modeling_unival.constrained_decoding import AnswerTrie, UnivalLocationLogitsProcessor
 from processing.constants import BIN_TOKEN_OFFSET
+from processing.tasks import resolve_task
 from training.metrics import classification_accuracy, cider_d, coco_bleu, grounding_accuracy, vqa_accuracy, vqa_score
-
-
-CAPTION_TASKS = ("caption", "video_caption", "audio_caption", "grounded_caption")
-ANSWER_TASKS = ("vqa", "video_qa")
-LABEL_TASKS = ("image_text_matching", "video_text_matching", "audio_text_matching", "qa_matching", "visual_entailment")
-LABEL_SETS = {"visual_entailment": ("yes", "no", "maybe")}
 
 
 #: The fields that carry an example's media (`image` decoded, video and audio read from `media_path`).
@@ -96,28 +91,32 @@ def generate_predictions(
     model.eval()
     records = []
     for batch in collator.iter_generation_batches(examples, batch_size):
-        kwargs = {**batch.generation_kwargs, **(generation_overrides or {})}
+        spec = resolve_task(batch.task)
+        overrides = dict(generation_overrides or {})
         processors = []
-        labels = LABEL_SETS.get(batch.task, ("yes", "no")) if batch.task in LABEL_TASKS else None
-        if labels is None and answer_vocabulary and batch.task in answer_vocabulary:
-            labels = answer_vocabulary[batch.task]
-        if labels is not None:
+        labels = spec.labels or (answer_vocabulary or {}).get(spec.name)
+        if labels:
+            # The original scores closed answer sets by restricting decoding to them (a trie over the answers).
             trie = AnswerTrie.from_answers(labels, tokenizer)
             processors.append(trie.logits_processor(prompt_length=batch.decoder_prompt_length))
-            kwargs["max_new_tokens"] = max(kwargs.get("max_new_tokens", 0), max(len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in labels) + 1)
-            kwargs.pop("min_new_tokens", None)
-        if batch.task == "visual_grounding" and constrain_grounding:
+            longest = max(len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in labels) + 1
+            overrides["max_new_tokens"] = max(overrides.get("max_new_tokens", spec.generation.get("max_new_tokens", 0)),
+                                              longest)
+            overrides["min_new_tokens"] = None
+        if spec.output == "box" and constrain_grounding:
             processors.append(UnivalLocationLogitsProcessor(BIN_TOKEN_OFFSET, processor.num_bins))
-        if processors:
-            kwargs["logits_processor"] = LogitsProcessorList(processors)
-        generated = model.generate(**batch.inputs, **kwargs)
-        if batch.task == "visual_grounding":
-            sizes = [ref["image_size"] for ref in batch.references]
-            predictions = [item["box"] for item in processor.post_process_grounding(generated, sizes)]
-        elif batch.task in CAPTION_TASKS:
-            predictions = processor.post_process_caption(generated)
-        else:
-            predictions = processor.post_process_vqa(generated, prompt_lengths=batch.decoder_prompt_length)
+        generated = model.generate(
+            **batch.inputs,
+            generation_config=spec.generation_config(**overrides),
+            logits_processor=LogitsProcessorList(processors) if processors else None,
+        )
+        sizes = [ref.get("image_size") for ref in batch.references]
+        predictions = processor.post_process_generation(
+            generated, spec.name, image_sizes=sizes if spec.output == "box" else None,
+            prompt_lengths=batch.decoder_prompt_length,
+        )
+        if spec.output == "box":
+            predictions = [item["box"] for item in predictions]
         for prediction, reference in zip(predictions, batch.references):
             records.append({"id": reference.get("id"), "task": batch.task, "prediction": prediction, "reference": reference})
     return records
@@ -125,18 +124,19 @@ def generate_predictions(
 
 def score_task(task: str, predictions: list, references: list[dict]) -> dict[str, float]:
     """The task's metrics for predictions (strings, or boxes for grounding) against schema-style references."""
-    if task in CAPTION_TASKS:
+    metric = resolve_task(task).metric
+    if metric == "cider":
         refs = [_references(r) for r in references]
         result = {"cider": cider_d(predictions, refs)["cider_d"] * 100}
         result["bleu4"] = coco_bleu(predictions, refs)["bleu_4"] * 100
         return result
-    if task in ANSWER_TASKS:
+    if metric == "vqa":
         if all(r.get("answer_confidences") for r in references):
             # {answer: confidence} references: the original UnIVAL/OFA VQA score.
             confidences = [dict(zip(r["answers"], r["answer_confidences"])) for r in references]
             return {"vqa_score": vqa_score(predictions, confidences, normalize=True)["vqa_score"] * 100}
         return {"vqa_accuracy": vqa_accuracy(predictions, [_references(r) for r in references])["vqa_accuracy"] * 100}
-    if task == "visual_grounding":
+    if metric == "grounding":
         boxes = [p if p is not None else [0.0, 0.0, 0.0, 0.0] for p in predictions]
         result = grounding_accuracy(boxes, [r["box"] for r in references])
         return {"accuracy@0.5": result["accuracy"] * 100, "mean_iou": result["mean_iou"] * 100}
@@ -148,7 +148,7 @@ def prior_predictions(task: str, train_examples: Iterable[dict], references: lis
     train = [e for e in train_examples if e["task"] == task]
     if not train:
         return None
-    if task == "visual_grounding":
+    if resolve_task(task).output == "box":
         # The mean training box, in relative coordinates, mapped to each test image.
         rel = []
         for e in train:
@@ -173,7 +173,7 @@ def answer_vocabulary(train_examples: Iterable[dict]) -> dict[str, list[str]]:
     """`{task: sorted training answers}` of the answer tasks (VQA, video QA): the original's answer trie."""
     vocabulary = defaultdict(set)
     for e in train_examples:
-        if e["task"] in ANSWER_TASKS:
+        if resolve_task(e["task"]).output == "answer":
             vocabulary[e["task"]].update(a for a in (e.get("answers") or [e["target"]]) if a)
     return {task: sorted(answers) for task, answers in vocabulary.items()}
 
