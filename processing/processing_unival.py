@@ -125,6 +125,21 @@ def _split_field(name: str, value):
     return _Single(value)
 
 
+def _split_label_weights(label_weights):
+    if label_weights is None:
+        return None
+    if isinstance(label_weights, (list, tuple)) or is_array_like(label_weights):
+        return list(label_weights)
+    return _Single(label_weights)
+
+
+def _label_weights(split, batch_size: int) -> np.ndarray:
+    weights = np.asarray([_take(split, i) for i in range(batch_size)], dtype=np.float32)
+    if not np.all(np.isfinite(weights)):
+        raise ValueError("label_weights must be finite numbers")
+    return weights
+
+
 def _take(split, index: int):
     if split is None:
         return None
@@ -365,9 +380,8 @@ class UnivalProcessor(ProcessorMixin):
             prompt_type: `"none"` or `"prev_output"` (see the class docstring), or one of them per sample (a batch
                 may mix the layouts, e.g. VQA with captioning).
             label_weights: per-sample loss weights (VQA answer confidences), returned as `label_weights`.
-            return_tensors: `"pt"`, `"np"` or `None` (numpy arrays).
-            padding / truncation: accepted for compatibility with generic callers; only `True` / `"longest"` (the
-                fixed behaviour: right padding to the longest sequence, truncation to the maximum lengths).
+            return_tensors: `"pt"`, `"np"` or `None` (numpy arrays). `padding` / `truncation` are accepted for
+                generic callers with their fixed values only (`True` / `"longest"`).
             max_source_length / max_target_length: override the processor's limits for this call.
             return_image_sizes: add `image_sizes` (original (height, width) of each image).
             return_decoder_prompt: without targets and with `prompt_type="prev_output"`, add `decoder_input_ids` =
@@ -379,7 +393,47 @@ class UnivalProcessor(ProcessorMixin):
                 "seed": 0}`, `audio_kwargs={"crop_mode": "random"}`). Those options may also be given directly as
                 keywords (`size=512`, `num_frames=8`, `seed=0`); a keyword goes to every sub-processor that knows it.
         """
-        # `padding` / `truncation` as generic callers (pipelines, collators) pass them: the behaviour is fixed.
+        self._check_fixed_text_options(kwargs)
+        task_fields, images_kwargs, videos_kwargs, audio_kwargs = self._route_kwargs(
+            kwargs, images_kwargs, videos_kwargs, audio_kwargs
+        )
+        if targets is not None and text_target is not None:
+            raise TypeError("pass the decoder targets either as `targets` or as `text_target`, not both")
+        targets = text_target if targets is None else targets
+        spec = task_lib.resolve_task(task) if task is not None else None
+        text = self._text_as_task_field(spec, task, text, task_fields)
+        max_source_length, max_target_length = self._lengths(max_source_length, max_target_length)
+
+        splits = {
+            "text": _split_text(text, "text"),
+            "images": _split_images(images),
+            "videos": _split_videos(videos),
+            "audio": _split_audio(audio),
+            "targets": _split_text(targets, "targets"),
+            "label_weights": _split_label_weights(label_weights),
+        }
+        field_splits = {name: _split_field(name, value) for name, value in task_fields.items()}
+        batch_size = self._checked_batch_size(splits, field_splits)
+        prompt_types = self._prompt_types(prompt_type, spec, batch_size)
+        modalities = [self._sample_modality(splits, index) for index in range(batch_size)]
+        prompts = self._prompts(spec, task, splits, field_splits, modalities)
+
+        source_ids = self._encode(prompts, max_source_length, add_special_tokens=True, what="prompt")
+        input_ids, attention_mask = _pad(source_ids, self.tokenizer.pad_token_id)
+        data = {"input_ids": input_ids, "attention_mask": attention_mask}
+        data.update(self._media(splits, modalities, return_image_sizes, sampling_rate, images_kwargs, videos_kwargs,
+                                audio_kwargs))
+        if splits["targets"] is not None:
+            data.update(self._decoder_side(splits, source_ids, prompt_types, max_target_length, format_targets))
+        elif return_decoder_prompt:
+            data.update(self._decoder_prompts(source_ids, prompt_types))
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # steps of __call__
+    # ---------------------------------------------------------------------------------------------------------------
+    def _check_fixed_text_options(self, kwargs: dict) -> None:
+        """`padding` / `truncation` as generic callers (pipelines, collators) pass them: the behaviour is fixed."""
         padding = kwargs.pop("padding", True)
         if padding not in (True, "longest"):
             raise ValueError(f"{type(self).__name__} always pads to the longest sequence; got padding={padding!r}")
@@ -389,47 +443,33 @@ class UnivalProcessor(ProcessorMixin):
                 f"{type(self).__name__} always truncates to max_source_length / max_target_length; "
                 f"got truncation={truncation!r}"
             )
-        task_fields, images_kwargs, videos_kwargs, audio_kwargs = self._route_kwargs(
-            kwargs, images_kwargs, videos_kwargs, audio_kwargs
-        )
-        if targets is not None and text_target is not None:
-            raise TypeError("pass the decoder targets either as `targets` or as `text_target`, not both")
-        targets = text_target if targets is None else targets
-        spec = task_lib.resolve_task(task) if task is not None else None
-        if spec is None and task_fields:
-            raise TypeError(f"unexpected keyword argument(s) {sorted(task_fields)} without `task=`")
-        if spec is not None and text is not None:
-            # With a task, `text` is the task's main text field (the question of VQA, the expression of grounding...).
-            field = spec.primary_field
-            if field is None:
-                raise TypeError(f"task {task!r} builds its prompt without text: do not pass `text`")
-            if field in task_fields:
-                raise TypeError(f"task {task!r}: pass the {field} either as `text` or as `{field}`, not both")
-            task_fields[field] = text
-            text = None
-        if prompt_type is None:
-            prompt_type = self.prompt_type_of(spec.name) if spec is not None else "none"
-        for value in [prompt_type] if isinstance(prompt_type, str) else prompt_type:
-            if value not in PROMPT_TYPES:
-                raise ValueError(f"prompt_type must be one of {PROMPT_TYPES} (or a list of them), got {value!r}")
+
+    @staticmethod
+    def _text_as_task_field(spec, task, text, task_fields: dict):
+        """With a task, `text` is the task's primary field (the question of VQA, the expression of grounding...):
+        move it into `task_fields` and return `None`; without a task, `text` is the prompt."""
+        if spec is None:
+            if task_fields:
+                raise TypeError(f"unexpected keyword argument(s) {sorted(task_fields)} without `task=`")
+            return text
+        if text is None:
+            return None
+        field = spec.primary_field
+        if field is None:
+            raise TypeError(f"task {task!r} builds its prompt without text: do not pass `text`")
+        if field in task_fields:
+            raise TypeError(f"task {task!r}: pass the {field} either as `text` or as `{field}`, not both")
+        task_fields[field] = text
+        return None
+
+    def _lengths(self, max_source_length, max_target_length) -> tuple[int, int]:
         max_source_length = self.max_source_length if max_source_length is None else int(max_source_length)
         max_target_length = self.max_target_length if max_target_length is None else int(max_target_length)
         if max_source_length < 2 or max_target_length < 2:
             raise ValueError("max_source_length and max_target_length must be at least 2")
+        return max_source_length, max_target_length
 
-        # 1. inputs -> per-sample lists
-        splits = {
-            "text": _split_text(text, "text"),
-            "images": _split_images(images),
-            "videos": _split_videos(videos),
-            "audio": _split_audio(audio),
-            "targets": _split_text(targets, "targets"),
-            "label_weights": None if label_weights is None else (
-                list(label_weights) if isinstance(label_weights, (list, tuple)) or is_array_like(label_weights)
-                else _Single(label_weights)
-            ),
-        }
-        field_splits = {name: _split_field(name, value) for name, value in task_fields.items()}
+    def _checked_batch_size(self, splits: dict, field_splits: dict) -> int:
         batch_size = self._batch_size({**splits, **field_splits})
         for name in ("images", "videos", "audio", "targets", "label_weights"):
             if isinstance(splits[name], _Single) and batch_size > 1:
@@ -439,51 +479,54 @@ class UnivalProcessor(ProcessorMixin):
                 )
         if splits["label_weights"] is not None and splits["targets"] is None:
             raise ValueError("`label_weights` needs `targets`")
-        if isinstance(prompt_type, str):
-            prompt_types = [prompt_type] * batch_size
-        else:
-            prompt_types = list(prompt_type)
-            if len(prompt_types) != batch_size:
-                raise ValueError(f"prompt_type has {len(prompt_types)} entries for a batch of {batch_size}")
+        return batch_size
 
-        # 2. modality of each sample
-        modalities = []
-        for index in range(batch_size):
-            present = [
-                modality
-                for modality, name in _MEDIA_ARGUMENTS
-                if _take(splits[name], index) is not None
-            ]
-            if len(present) > 1:
-                names = " and ".join(MODALITY_NAMES[m] for m in present)
-                raise ValueError(
-                    f"sample {index} has both {names}: a sample may carry at most one image, video or audio input"
-                )
-            modalities.append(present[0] if present else Modality.TEXT)
+    def _prompt_types(self, prompt_type, spec, batch_size: int) -> list[str]:
+        """The decoder layout of each sample: `prompt_type` (one, or one per sample), else the task's layout."""
+        if prompt_type is None:
+            prompt_type = self.prompt_type_of(spec.name) if spec is not None else "none"
+        prompt_types = [prompt_type] * batch_size if isinstance(prompt_type, str) else list(prompt_type)
+        for value in prompt_types:
+            if value not in PROMPT_TYPES:
+                raise ValueError(f"prompt_type must be one of {PROMPT_TYPES} (or a list of them), got {value!r}")
+        if len(prompt_types) != batch_size:
+            raise ValueError(f"prompt_type has {len(prompt_types)} entries for a batch of {batch_size}")
+        return prompt_types
 
-        # 3. prompts
+    @staticmethod
+    def _sample_modality(splits: dict, index: int) -> Modality:
+        present = [modality for modality, name in _MEDIA_ARGUMENTS if _take(splits[name], index) is not None]
+        if len(present) > 1:
+            names = " and ".join(MODALITY_NAMES[m] for m in present)
+            raise ValueError(
+                f"sample {index} has both {names}: a sample may carry at most one image, video or audio input"
+            )
+        return present[0] if present else Modality.TEXT
+
+    def _prompts(self, spec, task, splits: dict, field_splits: dict, modalities: list) -> list[str]:
         if splits["text"] is None:
             if spec is None:
                 raise ValueError("pass the prompts as `text=` (or build them with `task=` and the task's fields)")
             prompts = [
-                self._task_prompt(spec, task, modalities[i], {k: _take(v, i) for k, v in field_splits.items()},
+                self._task_prompt(spec, task, modality, {k: _take(v, i) for k, v in field_splits.items()},
                                   _take(splits["images"], i), i)
-                for i in range(batch_size)
+                for i, modality in enumerate(modalities)
             ]
         else:
-            prompts = [_take(splits["text"], i) for i in range(batch_size)]
+            prompts = [_take(splits["text"], i) for i in range(len(modalities))]
         for index, prompt in enumerate(prompts):
             if not prompt.strip():
                 raise ValueError(f"the prompt of sample {index} is empty")
+        return prompts
 
-        source_ids = self._encode(prompts, max_source_length, add_special_tokens=True, what="prompt")
-        input_ids, attention_mask = _pad(source_ids, self.tokenizer.pad_token_id)
-        data = {"input_ids": input_ids, "attention_mask": attention_mask}
+    def _media(self, splits, modalities, return_image_sizes, sampling_rate, images_kwargs, videos_kwargs,
+               audio_kwargs) -> dict:
+        """Each modality's tensor, its samples in batch order, and `patch_types` when any sample has media."""
+        def items(modality, name):
+            return [_take(splits[name], i) for i, m in enumerate(modalities) if m == modality]
 
-        # 4. media, each modality in batch order
-        image_items = [_take(splits["images"], i) for i in range(batch_size) if modalities[i] == Modality.IMAGE]
-        video_items = [_take(splits["videos"], i) for i in range(batch_size) if modalities[i] == Modality.VIDEO]
-        audio_items = [_take(splits["audio"], i) for i in range(batch_size) if modalities[i] == Modality.AUDIO]
+        data = {}
+        image_items = items(Modality.IMAGE, "images")
         if image_items:
             out = self.image_processor(image_items, return_image_sizes=return_image_sizes, **images_kwargs)
             data["pixel_values"] = out["pixel_values"]
@@ -491,35 +534,33 @@ class UnivalProcessor(ProcessorMixin):
                 data["image_sizes"] = out["image_sizes"]
         elif return_image_sizes:
             data["image_sizes"] = np.zeros((0, 2), dtype=np.int64)
+        video_items = items(Modality.VIDEO, "videos")
         if video_items:
             data["pixel_values_videos"] = self.video_processor(video_items, **videos_kwargs)["pixel_values_videos"]
+        audio_items = items(Modality.AUDIO, "audio")
         if audio_items:
             data["audio_values"] = self.feature_extractor(
                 audio_items, sampling_rate=sampling_rate, **audio_kwargs
             )["audio_values"]
         if any(m != Modality.TEXT for m in modalities):
             data["patch_types"] = np.asarray([int(m) for m in modalities], dtype=np.int64)
+        return data
 
-        # 5. decoder side
-        if splits["targets"] is not None:
-            target_texts = [_take(splits["targets"], i) for i in range(batch_size)]
-            data.update(
-                self._build_targets(target_texts, source_ids, prompt_types, max_target_length, format_targets)
-            )
-            if splits["label_weights"] is not None:
-                weights = np.asarray([_take(splits["label_weights"], i) for i in range(batch_size)], dtype=np.float32)
-                if not np.all(np.isfinite(weights)):
-                    raise ValueError("label_weights must be finite numbers")
-                data["label_weights"] = weights
-        elif return_decoder_prompt:
-            if any(value != "prev_output" for value in prompt_types):
-                raise ValueError("return_decoder_prompt needs prompt_type='prev_output' for every sample")
-            prefixes = [[BOS_TOKEN_ID] + ids[1:-1] for ids in source_ids]
-            decoder_ids, decoder_mask = _pad(prefixes, self.tokenizer.pad_token_id, left=True)
-            data["decoder_input_ids"] = decoder_ids
-            data["decoder_attention_mask"] = decoder_mask
+    def _decoder_side(self, splits, source_ids, prompt_types, max_target_length, format_targets) -> dict:
+        """Decoder inputs, labels and (when given) label weights of the targets, each sample in its layout."""
+        target_texts = [_take(splits["targets"], i) for i in range(len(source_ids))]
+        data = self._build_targets(target_texts, source_ids, prompt_types, max_target_length, format_targets)
+        if splits["label_weights"] is not None:
+            data["label_weights"] = _label_weights(splits["label_weights"], len(source_ids))
+        return data
 
-        return BatchFeature(data=data, tensor_type=return_tensors)
+    def _decoder_prompts(self, source_ids, prompt_types) -> dict:
+        """`<s>` + prompt tokens of each sample, LEFT-padded: the forced decoder prefix of the prev_output layout."""
+        if any(value != "prev_output" for value in prompt_types):
+            raise ValueError("return_decoder_prompt needs prompt_type='prev_output' for every sample")
+        prefixes = [[BOS_TOKEN_ID] + ids[1:-1] for ids in source_ids]
+        decoder_ids, decoder_mask = _pad(prefixes, self.tokenizer.pad_token_id, left=True)
+        return {"decoder_input_ids": decoder_ids, "decoder_attention_mask": decoder_mask}
 
     # ---------------------------------------------------------------------------------------------------------------
     # helpers of __call__
