@@ -4,45 +4,46 @@
 
 The directory holds `model.safetensors`, `config.json` (with `auto_map` for `trust_remote_code`),
 `generation_config.json` (the task's inference settings from the original evaluation scripts), the processor and
-tokenizer files, the modeling code, and a model card (`README.md`). The conversion reloads the directory with
-`AutoModelForSeq2SeqLM` and runs one forward pass as a self-check.
+tokenizer files, the modeling code, and a model card (`README.md`, `hub_upload.model_card`: the source file, its
+sha256 and its architecture compared with the released one). The conversion reloads the directory with
+`AutoModelForSeq2SeqLM` and runs one forward pass as a self-check. Reading, key maps and config derivation are
+`modeling_unival.conversion`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, GenerationConfig
+from transformers import AutoModelForSeq2SeqLM
 
-from modeling_unival import UnivalForConditionalGeneration
-from modeling_unival.conversion import check_original_buffers, config_from_original_args, load_original_state_dict
+from modeling_unival import UnivalConfig, UnivalForConditionalGeneration
+from modeling_unival.conversion import (
+    UnsafeCheckpointError,
+    check_original_buffers,
+    config_from_original_args,
+    load_original_checkpoint,
+    load_original_state_dict,
+    original_arguments,
+    select_weights,
+)
 from processing import UnivalFeatureExtractor, UnivalImageProcessor, UnivalProcessor, UnivalVideoProcessor
-from processing.tasks import resolve_task
+from processing.tasks import generation_config, resolve_task
 
-from .checkpoint import UnsafeCheckpointError, load_original_checkpoint, original_arguments, select_weights
-from .model_card import ConversionRecord, build_model_card
+from .model_card import ConvertedCheckpoint, write_model_card
 
 
 logger = logging.getLogger(__name__)
 
-# `--task` choices: the original's task names, resolved through `processing.prompts` aliases.
+# `--task` choices: the original's task names, resolved through the aliases of `processing.tasks`.
 TASK_CHOICES = ("caption", "vqa", "refcoco", "snli_ve", "video_caption", "video_qa", "audio_caption")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def build_processor(args: dict, task: str) -> UnivalProcessor:
+def build_processor(args: Mapping, task: str) -> UnivalProcessor:
     """The processor of a converted checkpoint: image size, frames and crop size from the original arguments
     (falling back on the task's released recipe)."""
     spec = resolve_task(task)
@@ -58,6 +59,30 @@ def build_processor(args: dict, task: str) -> UnivalProcessor:
     )
 
 
+def convert_model(checkpoint_path: Path, ema: bool = False) -> tuple[UnivalForConditionalGeneration, dict, dict]:
+    """The port of a checkpoint's weights (eval mode), the checkpoint's original arguments, and the comparison of its
+    stored bucket buffers with the recomputed ones (`{key: equal}`; a mismatch is logged, the port recomputes them)."""
+    checkpoint = load_original_checkpoint(checkpoint_path)
+    weights = select_weights(checkpoint, ema=ema)
+    args = original_arguments(checkpoint)
+    config = config_from_original_args(args, weights)
+    model = UnivalForConditionalGeneration(config)
+    load_original_state_dict(model, weights)
+    buffer_checks = check_original_buffers(weights, config)
+    for key, equal in buffer_checks.items():
+        if not equal:
+            logger.warning("%s differs from the recomputed buckets (averaged checkpoint?); the port recomputes it", key)
+    return model.eval(), args, buffer_checks
+
+
+def _describe(config: UnivalConfig) -> str:
+    towers = ["image"] + [name for name in ("video", "audio") if getattr(config, f"{name}_config") is not None]
+    return (
+        f"{config.d_model} dims, {config.encoder_layers}+{config.decoder_layers} layers, vocabulary "
+        f"{config.vocab_size}, towers: {', '.join(towers)}"
+    )
+
+
 def convert_checkpoint(
     checkpoint_path: str | Path,
     out_dir: str | Path,
@@ -69,54 +94,25 @@ def convert_checkpoint(
     checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
     spec = resolve_task(task)
     print(f"[convert] reading {checkpoint_path} (restricted unpickler)")
-    checkpoint = load_original_checkpoint(checkpoint_path)
-    weights = select_weights(checkpoint, ema=ema)
-    args = original_arguments(checkpoint)
-    config = config_from_original_args(args, weights)
-    print(
-        f"[convert] {config.d_model} dims, {config.encoder_layers}+{config.decoder_layers} layers, vocabulary "
-        f"{config.vocab_size}, towers: image" + (", video" if config.video_config else "") + (", audio" if config.audio_config else "")
-    )
-
-    model = UnivalForConditionalGeneration(config)
-    load_original_state_dict(model, weights)
-    model.eval()
-    buffer_checks = check_original_buffers(weights, config)
-    for key, equal in buffer_checks.items():
-        if not equal:
-            logger.warning("%s differs from the recomputed buckets (averaged checkpoint?); the port recomputes it", key)
-
+    model, args, buffer_checks = convert_model(checkpoint_path, ema)
+    config = model.config
+    print(f"[convert] {_describe(config)}")
     processor = build_processor(args, spec.name)
     if len(processor.tokenizer) != config.vocab_size:
         logger.warning(
-            "the model's vocabulary (%d) differs from the UnIVAL tokenizer's (%d): this is not a released checkpoint",
+            "the model's vocabulary (%d) differs from the UnIVAL tokenizer's (%d): the saved processor does not fit it",
             config.vocab_size,
             len(processor.tokenizer),
         )
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
-        decoder_start_token_id=config.decoder_start_token_id,
-        **spec.generation,
-    )
+    special_ids = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    model.generation_config = generation_config(spec, **{name: getattr(config, name) for name in special_ids})
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    modalities = ["image"] + (["video"] if config.video_config else []) + (["audio"] if config.audio_config else [])
-    record = ConversionRecord(
-        source_file=checkpoint_path.name,
-        source_sha256=_sha256(checkpoint_path),
-        task=spec.name,
-        ema=ema,
-        modalities=modalities,
-        num_parameters=model.num_parameters(),
-        buffer_checks=buffer_checks,
-    )
-    build_model_card(repo_id or out_dir.name, record).save(out_dir / "README.md")
+    provenance = ConvertedCheckpoint.from_file(checkpoint_path, ema=ema, buffer_checks=buffer_checks)
+    write_model_card(out_dir, provenance, spec, repo_id=repo_id)
     print(f"[convert] wrote {out_dir}")
-
     self_check(model, out_dir)
     return out_dir
 
@@ -134,7 +130,7 @@ def self_check(model: UnivalForConditionalGeneration, out_dir: Path) -> float:
     difference = (reloaded(**inputs).logits - model(**inputs).logits).abs().max().item()
     if difference > 1e-5:
         raise RuntimeError(f"self-check failed: the reloaded model differs by {difference:.2e}")
-    print(f"[convert] self-check: reloaded with AutoModelForSeq2SeqLM, forward pass identical (max diff {difference:.1e})")
+    print(f"[convert] self-check: reloaded with AutoModelForSeq2SeqLM, same forward pass (max diff {difference:.1e})")
     return difference
 
 
@@ -142,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, type=Path, help="original fairseq checkpoint (.pt)")
     parser.add_argument("--out", required=True, type=Path, help="output directory, e.g. unival-base")
-    parser.add_argument("--task", default="caption", choices=TASK_CHOICES, help="sets the processor sizes and generation settings")
+    parser.add_argument(
+        "--task", default="caption", choices=TASK_CHOICES, help="sets the processor sizes and generation settings"
+    )
     parser.add_argument("--ema", action="store_true", help="convert the EMA weights (VQA and video-QA finetunes)")
     parser.add_argument("--repo-id", default=None, help="name used in the model card's usage snippet")
     args = parser.parse_args(argv)

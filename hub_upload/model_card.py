@@ -1,14 +1,39 @@
-"""Model cards for converted UnIVAL checkpoints, built with `huggingface_hub.ModelCard`."""
+"""Model cards of UnIVAL model directories, stating what the weights are from facts, not from a template.
+
+    write_model_card(directory, provenance, task=None, *, repo_id=None, tags=())
+
+writes `directory/README.md` for a directory that `save_pretrained` has already filled. The card says
+
+* where the weights come from (`provenance`): a markdown sentence of the writer's own, e.g.
+  "a finetune of unival-base on COCO for `caption`", "an interpolation of A and B with weight 0.3",
+  "randomly initialised, preset `unival-tiny`"; or a [`ConvertedCheckpoint`], whose sentence is built from the
+  facts of a conversion: the source file and its sha256, and the architecture found compared with the released
+  `unival-base` one ([`architecture_differences`]);
+* the architecture, read from the directory's `config.json`, next to the released one, with parameter counts;
+* the task, its prompt and the generation settings of the directory's `generation_config.json`, when `task` is
+  given, and a usage snippet;
+* the original authors' reported results only for a conversion with the released architecture, labelled as theirs;
+* the port's limitations, license and citation.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
+import torch
 from huggingface_hub import ModelCard, ModelCardData
+from transformers import GenerationConfig
 
-from processing.tasks import resolve_task
+from modeling_unival import UnivalConfig, UnivalForConditionalGeneration
+from modeling_unival.configuration_unival import PANN_PRESETS, RESNET_DEPTHS, RESNEXT3D_PRESETS
+from processing.tasks import TaskSpec, resolve_task
 
 
+RELEASED_PRESET = "unival-base"
 PAPER_TITLE = "Unified Model for Image, Video, Audio and Language Tasks"
 PAPER_URL = "https://arxiv.org/abs/2307.16184"
 ORIGINAL_CODE_URL = "https://github.com/mshukor/UnIVAL"
@@ -20,7 +45,7 @@ CITATION = """@article{shukor2023unival,
 }"""
 
 # Results reported by the original authors for their released finetuned checkpoints (their README). They are the
-# ORIGINAL model's numbers, not measured on this port.
+# ORIGINAL models' numbers, not measured on this port.
 REPORTED_RESULTS = [
     ("visual grounding", "RefCOCO val / testA / testB", "Acc@0.5", "89.1 / 91.5 / 85.2"),
     ("visual grounding", "RefCOCO+ val / testA / testB", "Acc@0.5", "82.2 / 86.9 / 75.3"),
@@ -33,143 +58,313 @@ REPORTED_RESULTS = [
     ("audio captioning", "AudioCaps test", "CIDEr", "71.3"),
 ]
 
-# Original release name -> the `--task` its conversion should use (reference: `checkpoints.md` of the original).
-RELEASED_CHECKPOINTS = {
-    "unival_s1": "caption",
-    "unival_s2_hs": "caption",
-    "unival_caption_stage_1": "caption",
-    "unival_refcoco": "refcoco",
-    "unival_refcocoplus": "refcoco",
-    "unival_refcocog": "refcoco",
-    "unival_vqa": "vqa",
-    "unival_snli_ve": "snli_ve",
-    "unival_video_caption_stage_1": "video_caption",
-    "unival_video_caption_activitynet_stage_1": "video_caption",
-    "unival_video_vqa": "video_qa",
-    "unival_video_vqa_msvd": "video_qa",
-    "unival_audio_caption": "audio_caption",
-    "unival_audio_caption_clotho": "audio_caption",
-}
-
-_USAGE = {
-    "image": ('images="photo.jpg"', "image"),
-    "video": ('videos="clip.mp4"', "video"),
-    "audio": ('audio="sound.wav"', "audio"),
-}
+_USAGE = {"image": 'images="photo.jpg"', "video": 'videos="clip.mp4"', "audio": 'audio="sound.wav"'}
+_TOWER_TAGS = {"image": "image-to-text", "video": "video-text-to-text", "audio": "audio-text-to-text"}
 
 
-@dataclass
-class ConversionRecord:
-    """What the card says about where the weights came from."""
+# --------------------------------------------------------------------------------------------------------------------
+# Architecture facts
+# --------------------------------------------------------------------------------------------------------------------
+def _image_tower_name(config: UnivalConfig) -> str:
+    image = config.image_config
+    for name, depths in RESNET_DEPTHS.items():
+        if tuple(image.depths) == depths and tuple(image.hidden_sizes) == (256, 512, 1024, 2048):
+            return f"ResNet-{name.removeprefix('resnet')}"
+    return f"ResNet, depths {tuple(image.depths)}, widths {tuple(image.hidden_sizes)}"
+
+
+def _video_tower_name(config: UnivalConfig) -> str:
+    video = config.video_config
+    if video is None:
+        return "none"
+    for name, preset in RESNEXT3D_PRESETS.items():
+        if (tuple(video.depths), tuple(video.hidden_sizes)) == (preset["depths"], preset["hidden_sizes"]):
+            return f"3D ResNeXt `{name}`, {len(video.depths)} stages"
+    return f"3D ResNeXt, depths {tuple(video.depths)}, widths {tuple(video.hidden_sizes)}"
+
+
+def _audio_tower_name(config: UnivalConfig) -> str:
+    audio = config.audio_config
+    if audio is None:
+        return "none"
+    ours = {"block_type": audio.block_type, "hidden_sizes": tuple(audio.hidden_sizes),
+            "pool_sizes": tuple(audio.pool_sizes)}
+    for name, preset in PANN_PRESETS.items():
+        if ours == preset:
+            return f"PANN {name.capitalize()}, {audio.sample_rate} Hz, hop {audio.hop_length}, {audio.num_mel_bins} mel"
+    return f"PANN-style CNN ({audio.block_type}, widths {ours['hidden_sizes']})"
+
+
+def _architecture_rows(config: UnivalConfig) -> list[tuple[str, str, bool]]:
+    """(what, value, whether a value unlike the released one makes a different architecture). Absent towers do not:
+    released checkpoints leave out the towers their task does not use."""
+    return [
+        ("d_model", str(config.d_model), True),
+        ("layers (encoder + decoder)", f"{config.encoder_layers} + {config.decoder_layers}", True),
+        ("attention heads", f"{config.encoder_attention_heads} / {config.decoder_attention_heads}", True),
+        ("FFN width", f"{config.encoder_ffn_dim} / {config.decoder_ffn_dim}", True),
+        ("vocabulary", str(config.vocab_size), True),
+        ("bucket sizes (token / image)", f"{config.token_bucket_size} / {config.image_bucket_size}", True),
+        ("image tower", _image_tower_name(config), True),
+        ("video tower", _video_tower_name(config), config.video_config is not None),
+        ("audio tower", _audio_tower_name(config), config.audio_config is not None),
+    ]
+
+
+@lru_cache(maxsize=1)
+def _released_config() -> UnivalConfig:
+    return UnivalConfig.from_preset(RELEASED_PRESET)
+
+
+def architecture_differences(config: UnivalConfig) -> list[str]:
+    """How `config` differs from the released `unival-base` architecture, e.g. `["d_model 32 (released 768)"]`;
+    empty when it is the released one (possibly without the video or audio tower, like the released finetunes)."""
+    released = {what: value for what, value, _ in _architecture_rows(_released_config())}
+    return [
+        f"{what} {value} (released {released[what]})"
+        for what, value, compared in _architecture_rows(config)
+        if compared and value != released[what]
+    ]
+
+
+def _num_parameters(config: UnivalConfig) -> int:
+    with torch.device("meta"):  # shapes only: counting needs no memory and no initialisation
+        return UnivalForConditionalGeneration(config).num_parameters()
+
+
+def _architecture_section(config: UnivalConfig) -> str:
+    released = _released_config()
+    rows = [
+        f"| {what} | {value} | {theirs} |"
+        for (what, value, _), (_, theirs, _) in zip(_architecture_rows(config), _architecture_rows(released))
+    ]
+    rows.append(f"| parameters | {_num_parameters(config) / 1e6:.1f}M | {_num_parameters(released) / 1e6:.1f}M |")
+    header = f"| | this model | released `{RELEASED_PRESET}` |\n| --- | --- | --- |"
+    return "## Architecture\n\nRead from `config.json`.\n\n" + "\n".join([header, *rows])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Provenance
+# --------------------------------------------------------------------------------------------------------------------
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ConvertedCheckpoint:
+    """Weights converted from a checkpoint of the original fairseq implementation: the facts known at conversion.
+
+    Attributes:
+        source_file: the checkpoint's file name.
+        source_sha256: its sha256 (hex).
+        ema: whether the EMA copy of the weights was converted.
+        buffer_checks: `{original buffer: equal}` from `modeling_unival.conversion.check_original_buffers`.
+    """
 
     source_file: str
     source_sha256: str
-    task: str
-    ema: bool
-    modalities: list[str]
-    num_parameters: int
-    parity_note: str = ""
-    buffer_checks: dict[str, bool] = field(default_factory=dict)
+    ema: bool = False
+    buffer_checks: Mapping[str, bool] = field(default_factory=dict)
+
+    @classmethod
+    def from_file(cls, path: str | Path, ema: bool = False, buffer_checks: Mapping[str, bool] | None = None):
+        return cls(Path(path).name, file_sha256(path), ema, dict(buffer_checks or {}))
+
+    def describe(self, config: UnivalConfig) -> str:
+        """Markdown: what the source was (judged from its architecture), then how it was converted."""
+        differences = architecture_differences(config)
+        if differences:
+            what = (
+                "Converted from an original-implementation checkpoint whose architecture is not the released one "
+                f"({'; '.join(differences)}): a test or custom checkpoint, not a released model."
+            )
+        else:
+            what = f"Converted from an original checkpoint with the released `{RELEASED_PRESET}` architecture."
+        return f"""{what}
+
+- Source: `{self.source_file}`, sha256 `{self.source_sha256}`;
+  {"its EMA weights" if self.ema else "its model weights"}, as float32.
+- Read with a restricted unpickler (no code from the file is executed), keys mapped by `modeling_unival.conversion`.
+- Dropped on purpose: the towers' ImageNet/AudioSet classifier heads, the decoder's image-code generation tables,
+  fairseq bookkeeping.{self._buffer_note()}
+- The port's numerical parity with the original implementation is checked by `python -m modeling_unival.parity`
+  on reference fixtures (not on this file)."""
+
+    def _buffer_note(self) -> str:
+        """A bullet on the bucket tables the file stores and the port recomputes ("" when it stores none)."""
+        if not self.buffer_checks:
+            return ""
+        differing = [f"`{key}`" for key, equal in self.buffer_checks.items() if not equal]
+        if not differing:
+            stored = ", ".join(f"`{key}`" for key in self.buffer_checks)
+            return f"\n- The relative-position bucket tables the file stores ({stored}) equal the port's own."
+        return (
+            f"\n- {', '.join(differing)} DIFFER from the port's recomputed bucket tables (an averaged checkpoint?); "
+            "the port uses its own."
+        )
 
 
-def _usage_snippet(repo_id: str, task: str, modality: str, prompt_type: str) -> str:
-    media_argument, _ = _USAGE.get(modality, _USAGE["image"])
+def _is_released_conversion(provenance: str | ConvertedCheckpoint, config: UnivalConfig) -> bool:
+    return isinstance(provenance, ConvertedCheckpoint) and not architecture_differences(config)
+
+
+def _reported_results_section() -> str:
+    results = "\n".join(f"| {t} | {d} | {m} | {v} |" for t, d, m, v in REPORTED_RESULTS)
+    return f"""## Results reported by the original authors
+
+The original authors report these numbers for their released checkpoints of this architecture. They were not
+measured on this conversion, and describe it only if its source file is one of those releases.
+
+| task | dataset | metric | UnIVAL (original) |
+| --- | --- | --- | --- |
+{results}"""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Task and usage
+# --------------------------------------------------------------------------------------------------------------------
+def _generation_settings(directory: Path) -> str:
+    """The directory's `generation_config.json` settings, without the token ids (they are the dictionary's)."""
+    if not (directory / "generation_config.json").is_file():
+        return "none stored (transformers' defaults)"
+    settings = GenerationConfig.from_pretrained(directory).to_diff_dict()
+    shown = {
+        key: value for key, value in settings.items() if not key.endswith("token_id") and key != "transformers_version"
+    }
+    return ", ".join(f"{key}={value}" for key, value in sorted(shown.items())) or "transformers' defaults"
+
+
+def _task_section(spec: TaskSpec, directory: Path) -> str:
+    layout = "encoder prompt"
+    if spec.prompt_type == "prev_output":
+        layout = 'question forced as decoder prefix, "prev_output"'
+    return f"""## Task and prompt
+
+- Task: `{spec.name}` ({layout}).
+- The processor builds the original prompts: `processor(task="{spec.name}", ...)`; see `processing.prompts` for
+  every task's exact string.
+- Generation settings stored in `generation_config.json`: {_generation_settings(directory)}."""
+
+
+def _usage_snippet(repo_id: str, spec: TaskSpec) -> str:
+    modality = spec.modality.name.lower() if spec.modality is not None and spec.modality.name != "TEXT" else "image"
+    media_argument, task = _USAGE[modality], spec.name
     call = f'processor(task="{task}", {media_argument}, return_tensors="pt")'
     decode = "processor.post_process_caption(generated)[0]"
-    if prompt_type == "prev_output":  # the question is forced as the decoder prefix, the answer follows it
-        call = f'processor(task="{task}", text="what is in the picture", {media_argument}, return_decoder_prompt=True, return_tensors="pt")'
+    if spec.prompt_type == "prev_output":  # the question is forced as the decoder prefix, the answer follows it
+        call = (
+            f'processor(task="{task}", text="what is in the picture", {media_argument}, return_decoder_prompt=True, '
+            'return_tensors="pt")'
+        )
         decode = 'processor.post_process_vqa(generated, prompt_lengths=inputs["decoder_input_ids"].shape[1])[0]'
     elif task == "visual_grounding":
-        call = f'processor(task="{task}", text="the man in the red shirt", {media_argument}, return_image_sizes=True, return_tensors="pt")'
+        call = (
+            f'processor(task="{task}", text="the man in the red shirt", {media_argument}, return_image_sizes=True, '
+            'return_tensors="pt")'
+        )
         decode = 'processor.post_process_grounding(generated, image_sizes)[0]["box"]'
     pop_sizes = 'image_sizes = inputs.pop("image_sizes")\n' if task == "visual_grounding" else ""
-    return f"""```python
+    return f"""## Usage
+
+```python
 import modeling_unival, processing  # registers UnIVAL with the Auto classes (or pass trust_remote_code=True)
 from transformers import AutoModelForSeq2SeqLM, AutoProcessor
 
 model = AutoModelForSeq2SeqLM.from_pretrained("{repo_id}").eval()
 processor = AutoProcessor.from_pretrained("{repo_id}")
 inputs = {call}
-{pop_sizes}generated = model.generate(**inputs)  # the task's settings come from generation_config.json
+{pop_sizes}generated = model.generate(**inputs)  # the settings of generation_config.json
 print({decode}){"  # box in pixels of the original image" if task == "visual_grounding" else ""}
 ```"""
 
 
-def build_model_card(repo_id: str, record: ConversionRecord) -> ModelCard:
-    """A complete card: description, modalities, the task and its prompt, the paper, the original's reported results
-    (labelled as such), the conversion, license, limitations and a usage snippet."""
-    spec = resolve_task(record.task)
-    modality = spec.modality.name.lower() if spec.modality is not None and spec.modality.name != "TEXT" else "image"
+_LIMITATIONS = """## Limitations
+
+- Text-to-image generation (`<code_i>` tokens) is not ported.
+- The original randomly dropped patches at inference when an image gave more than `sample_patch_num` tokens; this
+  port does so only in training.
+- VQA answers are constrained to the training answer list in the original (an answer trie); pass
+  `modeling_unival.constrained_decoding.AnswerTrie` as a logits processor to do the same.
+- The original audio-captioning checkpoints were trained with the *video* captioning prompt; the processor uses it
+  by default.
+- English only; a model inherits the biases of its training data.
+
+## License and citation
+
+The original UnIVAL code builds on OFA and fairseq, both Apache-2.0; the card declares the same license. Check
+the original repository for the terms of its released weights before redistributing weights derived from them."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The card
+# --------------------------------------------------------------------------------------------------------------------
+def _front_matter(config: UnivalConfig, tags: Sequence[str]) -> str:
+    towers = ["image"] + [name for name in ("video", "audio") if getattr(config, f"{name}_config") is not None]
     card_data = ModelCardData(
         language="en",
         license="apache-2.0",
         library_name="transformers",
         pipeline_tag="image-text-to-text",
-        tags=["unival", "multimodal", "image-to-text", "video", "audio", "visual-question-answering", "visual-grounding"],
+        tags=["unival", "multimodal", *(_TOWER_TAGS[name] for name in towers), *tags],
     )
-    generation = ", ".join(f"{k}={v}" for k, v in spec.generation.items()) or "transformers' defaults"
-    layout = 'question forced as decoder prefix, "prev_output"' if spec.prompt_type == "prev_output" else "encoder prompt"
-    results = "\n".join(f"| {t} | {d} | {m} | {v} |" for t, d, m, v in REPORTED_RESULTS)
-    checks = "; ".join(f"`{k}` {'matches' if ok else 'DIFFERS FROM'} the recomputed buckets" for k, ok in record.buffer_checks.items())
-    content = f"""---
-{card_data.to_yaml()}
----
-
-# UnIVAL ({spec.name}) for 🤗 Transformers
-
-UnIVAL is a ~0.25B-parameter encoder-decoder that reads **text, images, video and audio** and writes text:
-captions, answers, and `<bin_i>` location tokens for boxes ([{PAPER_TITLE}]({PAPER_URL}), Shukor et al., TMLR 2023).
-It is OFA's unified transformer (BART-base sized, NormFormer extras) with one convolutional tower per modality:
-a ResNet-101 for images, a 3D ResNeXt-101 for video and a PANN CNN for audio. Positions enter only as attention biases.
-
-This checkpoint was converted from the original fairseq release ([code]({ORIGINAL_CODE_URL})) for the task
-**{spec.name}**. Towers present: {", ".join(record.modalities)}. Parameters: {record.num_parameters / 1e6:.1f}M.
-
-## Task and prompt
-
-- Task: `{spec.name}` ({layout}).
-- The processor builds the original prompts: `processor(task="{spec.name}", ...)`; see `processing.prompts` for every task's exact string.
-- Generation settings (from the original evaluation scripts, stored in `generation_config.json`): {generation}.
-
-## Usage
-
-{_usage_snippet(repo_id, spec.name, modality, spec.prompt_type)}
-
-## Results reported by the original authors
-
-These are the numbers of the ORIGINAL UnIVAL models as published by their authors; they were not re-measured on
-this conversion.
-
-| task | dataset | metric | UnIVAL (original) |
-| --- | --- | --- | --- |
-{results}
-
-## Conversion
-
-- Source: `{record.source_file}` (sha256 `{record.source_sha256[:16]}…`), {"EMA weights" if record.ema else "model weights"}, float16 up-cast to float32.
-- Read with a restricted unpickler (no code from the file is executed), keys mapped with `modeling_unival.conversion`.
-- Dropped on purpose: the ImageNet/AudioSet classifier heads of the towers, the decoder's image-code generation tables, fairseq bookkeeping. {checks}
-- Numerical parity of the port with the original implementation is checked by `python -m modeling_unival.parity` on reference fixtures. {record.parity_note}
-
-## Limitations
-
-- Text-to-image generation (`<code_i>` tokens) is not ported.
-- The original randomly dropped patches at inference when an image gave more than `sample_patch_num` tokens; this port does so only in training.
-- VQA answers are constrained to the training answer list in the original (an answer trie); pass
-  `modeling_unival.constrained_decoding.AnswerTrie` as a logits processor to do the same.
-- The audio-captioning checkpoints were trained with the *video* captioning prompt; the processor uses it by default.
-- English only; the model inherits the biases of its training data (COCO, VQAv2, RefCOCO, MSR-VTT, AudioCaps, ...).
-
-## License and citation
-
-The original UnIVAL code builds on OFA and fairseq, both Apache-2.0; the card declares the same license. Check
-the original repository for the terms of the released weights before redistributing them.
-
-```bibtex
-{CITATION}
-```
-"""
-    return ModelCard(content)
+    return f"---\n{card_data.to_yaml()}\n---"
 
 
-__all__ = ["ConversionRecord", "REPORTED_RESULTS", "RELEASED_CHECKPOINTS", "build_model_card"]
+def _introduction(repo_id: str) -> str:
+    """The title and what UnIVAL is (the family, not these weights: their facts follow in the other sections)."""
+    return f"""# {repo_id}
+
+A [UnIVAL]({PAPER_URL}) model for 🤗 Transformers. UnIVAL ({PAPER_TITLE}, Shukor et al., TMLR 2023) is an
+encoder-decoder that reads text, images, video and audio and writes text: captions, answers, and `<bin_i>` location
+tokens for boxes. It is OFA's unified transformer with NormFormer extras and one convolutional tower per modality;
+positions enter only as attention biases ([original code]({ORIGINAL_CODE_URL}))."""
+
+
+def write_model_card(
+    directory: str | Path,
+    provenance: str | ConvertedCheckpoint,
+    task: str | TaskSpec | None = None,
+    *,
+    repo_id: str | None = None,
+    tags: Sequence[str] = (),
+) -> Path:
+    """Writes `directory/README.md`, the model card of a saved UnIVAL model directory (see the module docstring).
+
+    Args:
+        directory: a directory written by `save_pretrained` (its `config.json` is read; `generation_config.json`
+            too when present).
+        provenance: where the weights come from: markdown of the caller's own ("a finetune of X on Y for `caption`")
+            or a [`ConvertedCheckpoint`].
+        task: the task the model is meant for (a name or alias of `processing.tasks`); adds the task section.
+        repo_id: the name in the title and usage snippet (defaults to the directory's name).
+        tags: extra model-card tags (e.g. `["model-merging"]`).
+
+    Returns:
+        The path of the card.
+    """
+    directory = Path(directory)
+    config = UnivalConfig.from_pretrained(directory)
+    spec = resolve_task(task) if task is not None else None
+    repo_id = repo_id or directory.name
+    origin = provenance.describe(config) if isinstance(provenance, ConvertedCheckpoint) else provenance
+    sections = [
+        _front_matter(config, tags),
+        _introduction(repo_id),
+        f"## Provenance\n\n{origin}",
+        _architecture_section(config),
+        *([_task_section(spec, directory)] if spec is not None else []),
+        _usage_snippet(repo_id, spec or resolve_task("caption")),
+        *([_reported_results_section()] if _is_released_conversion(provenance, config) else []),
+        _LIMITATIONS,
+        f"```bibtex\n{CITATION}\n```",
+    ]
+    path = directory / "README.md"
+    ModelCard("\n\n".join(sections) + "\n").save(path)
+    return path
+
+
+__all__ = ["ConvertedCheckpoint", "REPORTED_RESULTS", "architecture_differences", "file_sha256", "write_model_card"]

@@ -1,17 +1,15 @@
-"""Video and audio towers of UnIVAL, and the key maps from the original checkpoints.
+"""Video and audio towers of UnIVAL.
 
 * [`UnivalVideoTower`]: the 3D ResNeXt of Hara et al. (three or four stages) that UnIVAL uses for video.
 * [`UnivalAudioTower`]: the PANN CNNs of Kong et al. (Cnn6 / Cnn10 / Cnn14) with their log-mel front end.
 * The image tower is `transformers.ResNetModel`; only its key names differ from the original's timm-style
-  ResNet, see [`convert_original_image_tower_key`].
+  ResNet (`modeling_unival.conversion.tower_keys` maps them).
 
 The towers are plain `nn.Module`s: the UnIVAL model owns them and initialises them through
 [`init_tower_weights`], called from its `_init_weights`.
 """
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import torch
@@ -77,7 +75,7 @@ class UnivalVideoTower(nn.Module):
     flattens into patch tokens.
 
     Parameter names (`conv1`, `bn1`, `layer{i}.{j}.conv1` ... `downsample.1`) are those of the original, so an
-    original checkpoint loads after stripping its prefix (see [`convert_original_video_tower_key`]).
+    original checkpoint loads after stripping its prefix (see `modeling_unival.conversion.tower_keys`).
     """
 
     def __init__(self, config: UnivalVideoConfig):
@@ -350,109 +348,6 @@ def init_tower_weights(module: nn.Module) -> bool:
     return False
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Key conversion from the original checkpoints (keys relative to the tower, prefix already stripped)
-# ----------------------------------------------------------------------------------------------------------------
-
-_BN_FIELDS = r"(?:weight|bias|running_mean|running_var|num_batches_tracked)"
-
-_VIDEO_KEY = re.compile(
-    rf"^(?:conv1\.weight|bn1\.{_BN_FIELDS}"
-    rf"|layer\d+\.\d+\.(?:conv[123]\.weight|bn[123]\.{_BN_FIELDS}|downsample\.0\.weight|downsample\.1\.{_BN_FIELDS}))$"
-)
-# The Kinetics checkpoint the original starts from has a classifier that UnIVAL's 3D ResNeXt does not build.
-_VIDEO_DROPPED = re.compile(r"^fc\.(?:weight|bias)$")
-
-
-def convert_original_video_tower_key(key: str) -> str | None:
-    """Map an original 3D-ResNeXt key (e.g. `layer4.2.bn3.bias`) to [`UnivalVideoTower`]'s: the names are the
-    same. Returns None for the Kinetics classifier `fc.*`; raises `ValueError` for anything else."""
-    if _VIDEO_KEY.match(key):
-        return key
-    if _VIDEO_DROPPED.match(key):
-        return None
-    raise ValueError(f"unrecognised key for the video tower: {key!r}")
-
-
-_AUDIO_RENAMES = {
-    "spectrogram_extractor.stft.conv_real.weight": "front_end.stft_kernel_real",
-    "spectrogram_extractor.stft.conv_imag.weight": "front_end.stft_kernel_imag",
-    "logmel_extractor.melW": "front_end.mel_filters",
-}
-_AUDIO_KEY = re.compile(rf"^(?:bn0\.{_BN_FIELDS}|conv_block\d+\.(?:conv[12]\.weight|bn[12]\.{_BN_FIELDS}))$")
-# PANN's AudioSet classification heads: kept in the original's state dict, never called by UnIVAL.
-_AUDIO_DROPPED = re.compile(r"^(?:fc1|fc_audioset)\.(?:weight|bias)$")
-
-
-def convert_original_audio_tower_key(key: str) -> str | None:
-    """Map an original PANN key (e.g. `conv_block1.conv1.weight`, `logmel_extractor.melW`) to
-    [`UnivalAudioTower`]'s. Returns None for the unused classifier heads `fc1.*` and `fc_audioset.*`; raises
-    `ValueError` for anything else."""
-    if key in _AUDIO_RENAMES:
-        return _AUDIO_RENAMES[key]
-    if _AUDIO_KEY.match(key):
-        return key
-    if _AUDIO_DROPPED.match(key):
-        return None
-    raise ValueError(f"unrecognised key for the audio tower: {key!r}")
-
-
-_IMAGE_STEM = re.compile(rf"^(conv1\.weight|bn1\.{_BN_FIELDS})$")
-_IMAGE_BLOCK = re.compile(
-    rf"^layer(\d+)\.(\d+)\.(?:conv([123])\.(weight)|bn([123])\.({_BN_FIELDS})"
-    rf"|downsample\.0\.(weight)|downsample\.1\.({_BN_FIELDS}))$"
-)
-_IMAGE_DROPPED = re.compile(r"^fc\.(?:weight|bias)$")
-
-
-def convert_original_image_tower_key(key: str) -> str | None:
-    """
-    Map a timm/torchvision-style ResNet key to `transformers.ResNetModel`'s:
-
-    | original | `ResNetModel` |
-    | --- | --- |
-    | `conv1.weight`, `bn1.*` | `embedder.embedder.convolution.weight`, `embedder.embedder.normalization.*` |
-    | `layer{i}.{j}.conv{k}.weight`, `.bn{k}.*` | `encoder.stages.{i-1}.layers.{j}.layer.{k-1}.convolution.weight`, `.normalization.*` |
-    | `layer{i}.{j}.downsample.0.weight`, `.downsample.1.*` | `encoder.stages.{i-1}.layers.{j}.shortcut.convolution.weight`, `.normalization.*` |
-
-    Returns None for the unused ImageNet classifier `fc.*`; raises `ValueError` for anything else.
-    """
-    match = _IMAGE_STEM.match(key)
-    if match:
-        module, field = key.split(".", 1)
-        kind = "convolution" if module == "conv1" else "normalization"
-        return f"embedder.embedder.{kind}.{field}"
-    match = _IMAGE_BLOCK.match(key)
-    if match:
-        stage, block, conv_index, conv_field, bn_index, bn_field, shortcut_conv_field, shortcut_bn_field = (
-            match.groups()
-        )
-        stage = int(stage) - 1
-        if stage < 0:
-            raise ValueError(f"unrecognised key for the image tower (stages count from layer1): {key!r}")
-        prefix = f"encoder.stages.{stage}.layers.{block}"
-        if conv_index is not None:
-            return f"{prefix}.layer.{int(conv_index) - 1}.convolution.{conv_field}"
-        if bn_index is not None:
-            return f"{prefix}.layer.{int(bn_index) - 1}.normalization.{bn_field}"
-        if shortcut_conv_field is not None:
-            return f"{prefix}.shortcut.convolution.{shortcut_conv_field}"
-        return f"{prefix}.shortcut.normalization.{shortcut_bn_field}"
-    if _IMAGE_DROPPED.match(key):
-        return None
-    raise ValueError(f"unrecognised key for the image tower: {key!r}")
-
-
-def convert_original_tower_state_dict(state_dict: dict[str, torch.Tensor], convert_key) -> dict[str, torch.Tensor]:
-    """Apply one of the `convert_original_*_tower_key` functions to a whole state dict (dropped keys removed)."""
-    converted = {}
-    for key, value in state_dict.items():
-        new_key = convert_key(key)
-        if new_key is not None:
-            converted[new_key] = value
-    return converted
-
-
 __all__ = [
     "UnivalVideoTower",
     "UnivalAudioTower",
@@ -460,8 +355,4 @@ __all__ = [
     "UnivalResNeXt3DBottleneck",
     "UnivalPannConvBlock",
     "init_tower_weights",
-    "convert_original_video_tower_key",
-    "convert_original_audio_tower_key",
-    "convert_original_image_tower_key",
-    "convert_original_tower_state_dict",
 ]

@@ -10,8 +10,8 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import GenerationConfig
 
+from media_fixtures import make_frames, make_tone, write_audio, write_video
 from processing import UnivalFeatureExtractor, UnivalImageProcessor, UnivalProcessor, UnivalVideoProcessor
-from processing.testing_utils import make_frames, make_tone, write_audio, write_video
 from tiny import tiny_model
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hub_upload.checkpoint import UnsafeCheckpointError, load_original_checkpoint, original_arguments, select_weights
+from modeling_unival.conversion import UnsafeCheckpointError, load_original_checkpoint, original_arguments, select_weights
 
 
 class _RunsCode:

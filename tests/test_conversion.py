@@ -1,15 +1,23 @@
-"""The original -> port key map, on the full released key list and on the parity fixtures."""
+"""The conversion package: the original -> port key map (on the full released key list and on the parity fixtures),
+the config derivation, the parity command, and the package's place between the layers."""
 
+import ast
 import io
+import json
 import re
 from contextlib import redirect_stdout
 
 import pytest
 import torch
 
-from conftest import shared_path
+from conftest import REPO_ROOT, shared_path
 from modeling_unival import UnivalConfig, UnivalForConditionalGeneration
-from modeling_unival.conversion import convert_original_key, convert_original_state_dict
+from modeling_unival.conversion import (
+    audio_config_from_original,
+    config_from_original_args,
+    convert_original_key,
+    convert_original_state_dict,
+)
 
 
 def expand_key_list(path):
@@ -83,13 +91,61 @@ def test_parity_command_on_the_shipped_fixtures():
 
 
 def test_position_entangling_flags_map_to_one_config_field():
-    import json
-
-    from modeling_unival.conversion import config_from_original_args
-
-    args = json.loads((shared_path("fixtures", "parity") / "original_args.json").read_text())["args"]
+    args = fixture_arguments()["args"]
     assert config_from_original_args(args).entangle_position_embedding is False  # the released setting
     entangled = {**args, "entangle_position_embedding": True, "disable_entangle": False}
     assert config_from_original_args(entangled).entangle_position_embedding is True
     with pytest.raises(NotImplementedError, match="disable_entangle"):
         config_from_original_args({**args, "entangle_position_embedding": True, "disable_entangle": True})
+
+
+def fixture_arguments() -> dict:
+    return json.loads((shared_path("fixtures", "parity") / "original_args.json").read_text())
+
+
+def test_audio_tower_from_the_arguments_is_the_backbones_own():
+    """The model arguments name the PANN variant and the audio settings; the result is the config the backbone's own
+    constructor settings (the original's `AUDIO_CFG`) give."""
+    meta = fixture_arguments()
+    from_arguments = config_from_original_args(meta["args"], audio_cfg=meta["audio_cfg"]).audio_config
+    assert from_arguments.to_dict() == audio_config_from_original(meta["audio_cfg"]).to_dict()
+    assert (from_arguments.block_type, from_arguments.hop_length) == ("conv5x5", 200)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"qk_norm": True}, "qk_norm"),
+        ({"resnet_type": "resnet18"}, "resnet_type"),
+        ({"audio_encoder_name": "pann_cnn99"}, "cnn99"),
+        ({"video_encoder_name": "resnext200"}, "video_encoder_name"),
+        ({"activation_fn": "swish"}, "activation_fn"),
+        ({"decoder_embed_dim": 32}, "widths differ"),
+    ],
+)
+def test_unsupported_arguments_are_refused(override, message):
+    with pytest.raises(NotImplementedError, match=message):
+        config_from_original_args({**fixture_arguments()["args"], **override})
+
+
+def _imported_modules(path) -> set[str]:
+    """Every module a Python file imports, relative imports written with their leading dots."""
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.add("." * node.level + (node.module or ""))
+    return modules
+
+
+def test_library_imports_stay_inside_their_layers():
+    """Nothing in `modeling_unival` imports `training` or `hub_upload`; the files saved as remote code next to every
+    checkpoint do not import the conversion package (a checkpoint must load without it)."""
+    package = REPO_ROOT / "modeling_unival"
+    for path in package.rglob("*.py"):
+        top_levels = {module.split(".")[0] for module in _imported_modules(path)}
+        assert not top_levels & {"training", "hub_upload"}, path
+    for name in ("configuration_unival.py", "modeling_unival.py", "towers.py", "ids.py"):
+        imported = _imported_modules(package / name)
+        assert not any("conversion" in module for module in imported), (name, imported)

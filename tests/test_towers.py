@@ -3,38 +3,28 @@ tower parity fixtures (outputs of the original backbone modules)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import ResNetConfig, ResNetModel
 
+from conftest import shared_path
 from modeling_unival.configuration_unival import PANN_PRESETS, UnivalAudioConfig, UnivalVideoConfig
-from modeling_unival.tower_parity import audio_config_from_original, run_tower_parity, video_config_from_original
-from modeling_unival.towers import (
-    UnivalAudioTower,
-    UnivalLogMelSpectrogram,
-    UnivalVideoTower,
+from modeling_unival.conversion import (
+    audio_config_from_original,
     convert_original_audio_tower_key,
     convert_original_image_tower_key,
     convert_original_tower_state_dict,
     convert_original_video_tower_key,
-    init_tower_weights,
+    video_config_from_original,
 )
+from modeling_unival.tower_parity import run_tower_parity, tower_tolerance
+from modeling_unival.towers import UnivalAudioTower, UnivalLogMelSpectrogram, UnivalVideoTower, init_tower_weights
 
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 BN_FIELDS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-
-def fixture_folder(name: str) -> Path:
-    """The fixture folder; skipped only outside CI when it is absent (in CI a missing folder must fail)."""
-    folder = FIXTURES / name
-    if not folder.is_dir() and not os.environ.get("CI"):
-        pytest.skip(f"fixture folder {folder} not present")
-    return folder
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -510,14 +500,24 @@ def test_key_conversion_examples():
 @pytest.mark.slow
 def test_released_towers_fixture_parity():
     """Cnn14, Cnn10 and the 4-stage ResNeXt-101 against the original modules' outputs (10-25 s on 2 cores)."""
-    folder = fixture_folder("towers")
+    folder = shared_path("fixtures", "towers")
     passed, total = run_tower_parity(folder, verbose=True)
     assert total > 0
     assert passed == total, f"tower parity: {passed}/{total} checks ok"
 
 
+def test_tower_tolerance_is_the_readmes_absolute_or_relative_bound():
+    """README: atol 1e-3 (audio) / 2e-3 (video), or |diff| <= 1e-4 * max|output| + 1e-3; the looser one applies."""
+    assert tower_tolerance("video", 1.0) == pytest.approx(2e-3)  # 1e-4 + 1e-3 < 2e-3: the absolute bound
+    assert tower_tolerance("video", 12.0) == pytest.approx(2.2e-3)  # above max|output| = 10 the relative one
+    assert tower_tolerance("audio", 0.0) == pytest.approx(1e-3)
+    # A Cnn14 feature map whose values reach 433: float32 round-off of that size is allowed, 0.0443.
+    assert tower_tolerance("audio", 433.0) == pytest.approx(1e-4 * 433.0 + 1e-3)
+    assert 0.04 <= tower_tolerance("audio", 433.0) < 0.05
+
+
 def test_front_end_buffers_match_towers_fixture():
-    folder = fixture_folder("towers")
+    folder = shared_path("fixtures", "towers")
     fixture = torch.load(folder / "towers.pt", weights_only=True)
     audio_entries = [entry for name, entry in fixture.items() if name != "_meta" and "model_name" in entry["config"]]
     assert audio_entries
@@ -534,7 +534,7 @@ def test_front_end_buffers_match_towers_fixture():
 
 
 def load_parity_state_dict() -> dict[str, torch.Tensor]:
-    folder = fixture_folder("parity")
+    folder = shared_path("fixtures", "parity")
     state_dict = torch.load(folder / "original_state_dict.pt", weights_only=True)
     return {key: (value.float() if value.is_floating_point() else value) for key, value in state_dict.items()}
 
@@ -546,9 +546,7 @@ def sub_state_dict(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str
 def test_parity_fixture_towers_load_with_real_original_keys():
     """The parity fixture's towers (ResNet-50, 3-stage ResNeXt-3D, Cnn6) load strictly after conversion, and its
     float16-rounded front-end buffers are the rounded version of what `reset_front_end` computes."""
-    folder = fixture_folder("parity")
-    import json
-
+    folder = shared_path("fixtures", "parity")
     arguments = json.loads((folder / "original_args.json").read_text())
     state_dict = load_parity_state_dict()
 
