@@ -3,6 +3,9 @@
 Importing this package registers the model with the Auto classes (`AutoConfig`, `AutoModel`,
 `AutoModelForSeq2SeqLM`, `AutoModelForImageTextToText`) and the pipeline task `"unival"`, and marks the classes for remote code so that a saved
 checkpoint also loads with `trust_remote_code=True` where this package is not installed.
+
+`save_preset(name, folder)` (or `python -m modeling_unival.presets NAME --out FOLDER`) writes a randomly initialised
+model of a preset with its processor and generation config, for `from_pretrained(FOLDER)`.
 """
 
 from transformers import (
@@ -20,6 +23,7 @@ from .modeling_unival import (
     UnivalPreTrainedModel,
 )
 from .pipeline_unival import UnivalPipeline, register_pipeline, repair_image_to_text_warning
+from .presets import save_preset
 
 
 AutoConfig.register("unival", UnivalConfig, exist_ok=True)
@@ -45,4 +49,5 @@ __all__ = [
     "UnivalPipeline",
     "UnivalPreTrainedModel",
     "UnivalVideoConfig",
+    "save_preset",
 ]

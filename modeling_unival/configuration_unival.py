@@ -15,7 +15,9 @@ tower, and only the audio-captioning checkpoints have an audio tower.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 from typing import ClassVar
 
 from huggingface_hub.dataclasses import strict
@@ -174,6 +176,33 @@ RESNEXT3D_PRESETS = {
 }
 
 
+class UnivalCheckpointNotFoundError(OSError):
+    """A checkpoint name that is neither a folder nor reachable; the message says how to write a preset folder."""
+
+
+@contextlib.contextmanager
+def explain_missing_checkpoint(name):
+    """Re-raises an `OSError` of `from_pretrained(name)`, where `name` is no local folder, with the UnIVAL presets
+    and the command that writes one to a folder: no UnIVAL checkpoint has a hub name of its own, so a bare preset
+    name (`"unival-base"`) is the likely mistake."""
+    try:
+        yield
+    except UnivalCheckpointNotFoundError:
+        raise
+    except OSError as error:
+        if not isinstance(name, (str, os.PathLike)) or os.path.isdir(name):
+            raise
+        preset = os.fspath(name) if os.fspath(name) in PRESETS else "unival-base"
+        raise UnivalCheckpointNotFoundError(
+            f"{error}\n\n{os.fspath(name)!r} is neither a local folder nor a checkpoint that can be reached. The UnIVAL "
+            f"presets ({', '.join(PRESETS)}) are architectures, not downloads: write a randomly initialised one, with "
+            f"its processor and generation config, to a folder with\n"
+            f"    python -m modeling_unival.presets {preset} --out {os.fspath(name)}\n"
+            f"(or `modeling_unival.save_preset({preset!r}, {os.fspath(name)!r})`) and load that folder, or pass the "
+            "folder of a converted original checkpoint (`python -m hub_upload.convert`)."
+        ) from error
+
+
 @strict
 class UnivalConfig(PreTrainedConfig):
     r"""
@@ -309,6 +338,11 @@ class UnivalConfig(PreTrainedConfig):
         return self.image_config.hidden_sizes[-1]
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "UnivalConfig":
+        with explain_missing_checkpoint(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
     def from_preset(cls, name: str, **overrides) -> "UnivalConfig":
         """Build a named configuration: `"unival-base"` (the released model: 768 dims, 6+6 layers, ResNet-101,
         four-stage 3D ResNeXt-101 and PANN Cnn14), `"unival-base-image"` (text and image only) or `"unival-tiny"`
@@ -350,4 +384,13 @@ PRESETS = {
 }
 
 
-__all__ = ["UnivalConfig", "UnivalVideoConfig", "UnivalAudioConfig", "PRESETS", "PANN_PRESETS", "RESNEXT3D_PRESETS"]
+__all__ = [
+    "UnivalConfig",
+    "UnivalVideoConfig",
+    "UnivalAudioConfig",
+    "UnivalCheckpointNotFoundError",
+    "PRESETS",
+    "PANN_PRESETS",
+    "RESNEXT3D_PRESETS",
+    "explain_missing_checkpoint",
+]

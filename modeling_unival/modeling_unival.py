@@ -39,7 +39,7 @@ from transformers.modeling_outputs import (
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.resnet.modeling_resnet import ResNetEmbeddings, ResNetEncoder
 
-from .configuration_unival import UnivalConfig
+from .configuration_unival import UnivalConfig, explain_missing_checkpoint
 from .ids import MODALITY_NAMES, Modality
 from .towers import UnivalAudioTower, UnivalVideoTower, init_tower_weights
 
@@ -48,6 +48,12 @@ _MODALITY_INPUTS = {
     Modality.IMAGE: "pixel_values",
     Modality.VIDEO: "pixel_values_videos",
     Modality.AUDIO: "audio_values",
+}
+# Rank and layout of each modality's input tensor, for the error messages.
+_MODALITY_LAYOUTS = {
+    Modality.IMAGE: (4, "(num_images, channels, height, width)"),
+    Modality.VIDEO: (5, "(num_videos, channels, frames, height, width)"),
+    Modality.AUDIO: (2, "(num_clips, samples)"),
 }
 
 
@@ -450,6 +456,11 @@ class UnivalPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
     _can_compile_fullgraph = False
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        with explain_missing_checkpoint(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def _init_weights(self, module: nn.Module):
         std = self.config.init_std
         if init_tower_weights(module):
@@ -466,6 +477,62 @@ class UnivalPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.weight[module.padding_idx])
         else:
             super()._init_weights(module)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Routing checks (media rows <-> samples)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _infer_patch_types(given: dict[int, torch.Tensor], batch_size: int, device: torch.device) -> torch.Tensor:
+    """`patch_types` (batch,) when omitted: only one modality input may be given, with one row per sample."""
+    if len(given) > 1:
+        raise ValueError(
+            "several modality inputs were given without `patch_types`: pass `patch_types` (batch,) with "
+            "-1 (no media), 0 (image), 1 (video) or 2 (audio) per sample"
+        )
+    ((patch_type, values),) = given.items()
+    if values.shape[0] != batch_size:
+        raise ValueError(
+            f"`{_MODALITY_INPUTS[patch_type]}` has {values.shape[0]} rows for a batch of {batch_size}: "
+            "pass `patch_types` to say which samples carry it"
+        )
+    return torch.full((batch_size,), patch_type, dtype=torch.long, device=device)
+
+
+def _checked_patch_types(
+    patch_types: torch.Tensor, given: dict[int, torch.Tensor], batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """A given `patch_types` as a long tensor on `device`, once checked against the batch and the media rows."""
+    if not isinstance(patch_types, torch.Tensor) or patch_types.is_floating_point() or patch_types.dtype == torch.bool:
+        raise TypeError("`patch_types` must be an integer tensor of shape (batch,)")
+    if patch_types.shape != (batch_size,):
+        raise ValueError(f"`patch_types` must have shape ({batch_size},), got {tuple(patch_types.shape)}")
+    patch_types = patch_types.to(device=device, dtype=torch.long)
+    allowed = (Modality.TEXT, Modality.IMAGE, Modality.VIDEO, Modality.AUDIO)
+    if not torch.isin(patch_types, torch.tensor(allowed, device=device)).all():
+        raise ValueError(f"`patch_types` values must be in {allowed}, got {patch_types.tolist()}")
+    for patch_type, name in _MODALITY_INPUTS.items():
+        count = int((patch_types == patch_type).sum())
+        rows = given[patch_type].shape[0] if patch_type in given else 0
+        if count != rows:
+            raise ValueError(
+                f"`patch_types` marks {count} sample(s) as {MODALITY_NAMES[patch_type]} but `{name}` has "
+                f"{rows} row(s)"
+            )
+    return patch_types
+
+
+def _checked_patch_masks(patch_masks: torch.Tensor | None, batch_size: int, device: torch.device) -> torch.Tensor | None:
+    """A given `patch_masks` as a bool tensor (batch,) on `device`."""
+    if patch_masks is None:
+        return None
+    if not isinstance(patch_masks, torch.Tensor) or patch_masks.shape != (batch_size,):
+        raise ValueError(
+            f"`patch_masks` must be a tensor of shape ({batch_size},), got "
+            f"{tuple(patch_masks.shape) if isinstance(patch_masks, torch.Tensor) else type(patch_masks).__name__}"
+        )
+    return patch_masks.to(device=device, dtype=torch.bool)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -617,15 +684,71 @@ class UnivalEncoder(UnivalPreTrainedModel):
         if patch_masks is not None:
             valid = valid & patch_masks.unsqueeze(1)
 
-        if self.config.entangle_position_embedding:
-            embeds = embeds + positions
-        if self.type_embedding is not None:
-            embeds = embeds + self.type_embedding.weight[1]
-        if self.patch_layernorm_embedding is not None:
-            embeds = self.patch_layernorm_embedding(embeds)
+        embeds = self._finish_embeddings(embeds, positions, 1, self.patch_layernorm_embedding)
         return embeds, self.image_pos_ln(positions), position_ids, valid
 
+    def _finish_embeddings(
+        self, embeds: torch.Tensor, raw_positions: torch.Tensor, type_id: int, layer_norm: nn.LayerNorm | None
+    ) -> torch.Tensor:
+        """What text (type 0) and patch (type 1) embeddings share: + the position embeddings before their LayerNorm
+        when entangled, + the type embedding, LayerNorm."""
+        if self.config.entangle_position_embedding:
+            embeds = embeds + raw_positions
+        if self.type_embedding is not None:
+            embeds = embeds + self.type_embedding.weight[type_id]
+        if layer_norm is not None:
+            embeds = layer_norm(embeds)
+        return embeds
+
     # --- input checks ----------------------------------------------------------------------------------------------
+
+    def _text_padding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Checks the text inputs; returns their padding (batch, sequence_length), True on padding."""
+        if input_ids is None:
+            raise ValueError("`input_ids` is required: UnIVAL's encoder always reads a text prompt")
+        if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+            raise TypeError("`input_ids` must be an integer tensor of shape (batch, sequence_length)")
+        if input_ids.ndim != 2:
+            raise ValueError(f"`input_ids` must have shape (batch, sequence_length), got {tuple(input_ids.shape)}")
+        if input_ids.shape[1] > self.config.max_source_positions:
+            raise ValueError(
+                f"`input_ids` has {input_ids.shape[1]} positions, more than max_source_positions="
+                f"{self.config.max_source_positions}: truncate the prompt"
+            )
+        if attention_mask is None:
+            return input_ids.eq(self.config.pad_token_id)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` must have the shape of `input_ids` {tuple(input_ids.shape)}, got "
+                f"{tuple(attention_mask.shape)}"
+            )
+        return attention_mask.eq(0)
+
+    def _check_modality_input(self, patch_type: int, values: torch.Tensor):
+        """Type, layout and channels of one modality's tensor, and that the model has its tower."""
+        name = _MODALITY_INPUTS[patch_type]
+        rank, layout = _MODALITY_LAYOUTS[patch_type]
+        if not isinstance(values, torch.Tensor):
+            raise TypeError(f"`{name}` must be a torch.Tensor, got {type(values).__name__}")
+        if not values.is_floating_point():
+            raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {values.dtype}")
+        if values.ndim != rank:
+            raise ValueError(f"`{name}` must have shape {layout}, got {tuple(values.shape)}")
+        modality = MODALITY_NAMES[patch_type]
+        if getattr(self, f"{modality}_tower") is None:
+            raise ValueError(
+                f"`{name}` was given, but this model has no {modality} tower (its config has no {modality}_config)"
+            )
+        if patch_type == Modality.IMAGE and values.shape[1] != self.config.image_config.num_channels:
+            raise ValueError(
+                f"`pixel_values` must have {self.config.image_config.num_channels} channels, "
+                f"got shape {tuple(values.shape)}"
+            )
+        if patch_type == Modality.VIDEO and values.shape[1] != self.config.video_config.num_channels:
+            raise ValueError(
+                f"`pixel_values_videos` must have shape (num_videos, {self.config.video_config.num_channels}, frames, "
+                f"height, width) (channels before frames), got {tuple(values.shape)}"
+            )
 
     def _gather_modality_inputs(
         self,
@@ -636,88 +759,35 @@ class UnivalEncoder(UnivalPreTrainedModel):
         audio_values: torch.Tensor | None,
         patch_types: torch.Tensor | None,
         patch_masks: torch.Tensor | None,
-    ) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
-        given = {
+    ) -> tuple[dict[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None] | None]:
+        """Checks the media inputs. Returns the given ones by modality and the routing `(patch_types (batch,) long,
+        patch_masks (batch,) bool or None)`, or `({}, None)` for a text-only batch."""
+        inputs = {
             Modality.IMAGE: pixel_values,
             Modality.VIDEO: pixel_values_videos,
             Modality.AUDIO: audio_values,
         }
-        expected_rank = {Modality.IMAGE: 4, Modality.VIDEO: 5, Modality.AUDIO: 2}
-        layout = {
-            Modality.IMAGE: "(num_images, channels, height, width)",
-            Modality.VIDEO: "(num_videos, channels, frames, height, width)",
-            Modality.AUDIO: "(num_clips, samples)",
-        }
-        towers = {Modality.IMAGE: self.image_tower, Modality.VIDEO: self.video_tower, Modality.AUDIO: self.audio_tower}
-        given = {k: v for k, v in given.items() if v is not None}
+        given = {patch_type: values for patch_type, values in inputs.items() if values is not None}
         for patch_type, values in given.items():
-            name = _MODALITY_INPUTS[patch_type]
-            if not isinstance(values, torch.Tensor):
-                raise TypeError(f"`{name}` must be a torch.Tensor, got {type(values).__name__}")
-            if not values.is_floating_point():
-                raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {values.dtype}")
-            if values.ndim != expected_rank[patch_type]:
-                raise ValueError(f"`{name}` must have shape {layout[patch_type]}, got {tuple(values.shape)}")
-            if towers[patch_type] is None:
-                modality = MODALITY_NAMES[patch_type]
-                raise ValueError(
-                    f"`{name}` was given, but this model has no {modality} tower (its config has no {modality}_config)"
-                )
-        if Modality.IMAGE in given and given[Modality.IMAGE].shape[1] != self.config.image_config.num_channels:
-            raise ValueError(
-                f"`pixel_values` must have {self.config.image_config.num_channels} channels, "
-                f"got shape {tuple(given[Modality.IMAGE].shape)}"
-            )
-        if Modality.VIDEO in given and given[Modality.VIDEO].shape[1] != self.config.video_config.num_channels:
-            raise ValueError(
-                f"`pixel_values_videos` must have shape (num_videos, {self.config.video_config.num_channels}, frames, "
-                f"height, width) (channels before frames), got {tuple(given[Modality.VIDEO].shape)}"
-            )
-
+            self._check_modality_input(patch_type, values)
+        if patch_types is None and not given:
+            if patch_masks is not None:
+                raise ValueError("`patch_masks` was given without any image, video or audio input")
+            return {}, None
         if patch_types is None:
-            if not given:
-                if patch_masks is not None:
-                    raise ValueError("`patch_masks` was given without any image, video or audio input")
-                return {}, None
-            if len(given) > 1:
-                raise ValueError(
-                    "several modality inputs were given without `patch_types`: pass `patch_types` (batch,) with "
-                    "-1 (no media), 0 (image), 1 (video) or 2 (audio) per sample"
-                )
-            (patch_type, values), = given.items()
-            if values.shape[0] != batch_size:
-                raise ValueError(
-                    f"`{_MODALITY_INPUTS[patch_type]}` has {values.shape[0]} rows for a batch of {batch_size}: "
-                    "pass `patch_types` to say which samples carry it"
-                )
-            patch_types = torch.full((batch_size,), patch_type, dtype=torch.long, device=device)
+            patch_types = _infer_patch_types(given, batch_size, device)
         else:
-            if not isinstance(patch_types, torch.Tensor) or patch_types.is_floating_point() or patch_types.dtype == torch.bool:
-                raise TypeError("`patch_types` must be an integer tensor of shape (batch,)")
-            if patch_types.shape != (batch_size,):
-                raise ValueError(f"`patch_types` must have shape ({batch_size},), got {tuple(patch_types.shape)}")
-            patch_types = patch_types.to(device=device, dtype=torch.long)
-            allowed = (Modality.TEXT, Modality.IMAGE, Modality.VIDEO, Modality.AUDIO)
-            if not torch.isin(patch_types, torch.tensor(allowed, device=device)).all():
-                raise ValueError(f"`patch_types` values must be in {allowed}, got {patch_types.tolist()}")
-            for patch_type, name in _MODALITY_INPUTS.items():
-                count = int((patch_types == patch_type).sum())
-                rows = given[patch_type].shape[0] if patch_type in given else 0
-                if count != rows:
-                    raise ValueError(
-                        f"`patch_types` marks {count} sample(s) as {MODALITY_NAMES[patch_type]} but `{name}` has "
-                        f"{rows} row(s)"
-                    )
-        if patch_masks is not None:
-            if not isinstance(patch_masks, torch.Tensor) or patch_masks.shape != (batch_size,):
-                raise ValueError(
-                    f"`patch_masks` must be a tensor of shape ({batch_size},), got "
-                    f"{tuple(patch_masks.shape) if isinstance(patch_masks, torch.Tensor) else type(patch_masks).__name__}"
-                )
-            patch_masks = patch_masks.to(device=device, dtype=torch.bool)
-        return given, (patch_types, patch_masks)
+            patch_types = _checked_patch_types(patch_types, given, batch_size, device)
+        return given, (patch_types, _checked_patch_masks(patch_masks, batch_size, device))
 
     # --- forward ---------------------------------------------------------------------------------------------------
+
+    def embed_text(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids (batch, S) -> token embeddings (batch, S, dim) (scale 1.0, + type 0, LayerNorm) and the
+        LayerNormed position embeddings (1, S, dim)."""
+        raw_positions = self.embed_positions(torch.arange(input_ids.shape[1], device=input_ids.device)).unsqueeze(0)
+        text_embeds = self._finish_embeddings(self.embed_tokens(input_ids), raw_positions, 0, self.layernorm_embedding)
+        return text_embeds, self.pos_ln(raw_positions)
 
     def forward(
         self,
@@ -748,84 +818,37 @@ class UnivalEncoder(UnivalPreTrainedModel):
         patch_masks (`torch.BoolTensor` of shape `(batch_size,)`, *optional*): False turns a sample's patch tokens
             into padding (the original's convention).
         """
-        if input_ids is None:
-            raise ValueError("`input_ids` is required: UnIVAL's encoder always reads a text prompt")
-        if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.dtype == torch.bool:
-            raise TypeError("`input_ids` must be an integer tensor of shape (batch, sequence_length)")
-        if input_ids.ndim != 2:
-            raise ValueError(f"`input_ids` must have shape (batch, sequence_length), got {tuple(input_ids.shape)}")
-        batch_size, seq_len = input_ids.shape
-        if seq_len > self.config.max_source_positions:
-            raise ValueError(
-                f"`input_ids` has {seq_len} positions, more than max_source_positions="
-                f"{self.config.max_source_positions}: truncate the prompt"
-            )
-        if attention_mask is None:
-            text_padding = input_ids.eq(self.config.pad_token_id)
-        else:
-            if attention_mask.shape != input_ids.shape:
-                raise ValueError(
-                    f"`attention_mask` must have the shape of `input_ids` {tuple(input_ids.shape)}, got "
-                    f"{tuple(attention_mask.shape)}"
-                )
-            text_padding = attention_mask.eq(0)
-        device = input_ids.device
+        text_padding = self._text_padding(input_ids, attention_mask)
+        batch_size = input_ids.shape[0]
         modality_inputs, routing = self._gather_modality_inputs(
-            batch_size, device, pixel_values, pixel_values_videos, audio_values, patch_types, patch_masks
+            batch_size, input_ids.device, pixel_values, pixel_values_videos, audio_values, patch_types, patch_masks
         )
-
-        # Text: token embedding (scale 1.0) + type 0, LayerNorm.
-        text_embeds = self.embed_tokens(input_ids)
-        raw_text_positions = self.embed_positions(torch.arange(seq_len, device=device)).unsqueeze(0)
-        if self.config.entangle_position_embedding:
-            text_embeds = text_embeds + raw_text_positions
-        if self.type_embedding is not None:
-            text_embeds = text_embeds + self.type_embedding.weight[0]
-        if self.layernorm_embedding is not None:
-            text_embeds = self.layernorm_embedding(text_embeds)
-        text_positions = self.pos_ln(raw_text_positions)
-
+        text_embeds, text_positions = self.embed_text(input_ids)
         if modality_inputs:
             patch_embeds, patch_positions, patch_ids, patch_valid = self.embed_patches(modality_inputs, *routing)
-            num_patches = patch_embeds.shape[1]
             hidden_states = torch.cat([patch_embeds, text_embeds.to(patch_embeds.dtype)], dim=1)
             positions = torch.cat(
                 [patch_positions, text_positions.expand(batch_size, -1, -1).to(patch_positions.dtype)], dim=1
             )
             padding = torch.cat([~patch_valid, text_padding], dim=1)
         else:
-            num_patches, patch_ids = 0, None
+            patch_ids = None
             hidden_states, positions, padding = text_embeds, text_positions, text_padding
+        # hidden_states, positions: (batch, N + S, dim) (positions (1, S, dim) for text-only); padding (batch, N + S)
         hidden_states = nn.functional.dropout(hidden_states, p=self.config.dropout, training=self.training)
         has_padding = bool(padding.any())
         if has_padding:
             hidden_states = hidden_states * (~padding).unsqueeze(-1).to(hidden_states.dtype)
 
-        # Attention bias: absolute part (shared by all layers) + key padding; relative part added per layer.
-        # positions has batch 1 for text-only inputs, so without padding the bias stays (1, heads, L, L) and is
-        # broadcast over the batch by the attention kernels instead of being materialised per sample.
+        # Absolute part of the attention bias, shared by all layers, + key padding. positions has batch 1 for
+        # text-only inputs, so without padding the bias stays (1, heads, L, L) and is broadcast over the batch by the
+        # attention kernels instead of being materialised per sample.
         absolute_bias = self.position_bias(positions, positions)
         if has_padding:
             absolute_bias = absolute_bias.masked_fill(padding[:, None, None, :], torch.finfo(absolute_bias.dtype).min)
-        text_buckets = token_relative_position_bucket(
-            torch.arange(seq_len, device=device)[:, None] - torch.arange(seq_len, device=device)[None, :],
-            self.config.token_bucket_size,
-            self.config.max_source_positions,
+        hidden_states, all_hidden_states = self._run_layers(
+            hidden_states, absolute_bias, input_ids.shape[1], patch_ids, output_hidden_states
         )
-        patch_buckets = (
-            patch_relative_position_bucket(patch_ids, patch_ids, self.config.image_bucket_size) if num_patches else None
-        )
-
-        all_hidden_states = () if output_hidden_states else None
-        for idx, layer in enumerate(self.layers):
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            bias = self._layer_bias(idx, absolute_bias, text_buckets, patch_buckets, num_patches)
-            hidden_states = layer(hidden_states, bias)
-        hidden_states = self.layer_norm(hidden_states)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
-
         return UnivalEncoderOutput(
             last_hidden_state=hidden_states,
             hidden_states=all_hidden_states,
@@ -833,19 +856,49 @@ class UnivalEncoder(UnivalPreTrainedModel):
             position_embeddings=positions.expand(batch_size, -1, -1),
         )
 
+    def _run_layers(
+        self,
+        hidden_states: torch.Tensor,
+        absolute_bias: torch.Tensor,
+        seq_len: int,
+        patch_ids: torch.Tensor | None,
+        output_hidden_states: bool | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """The layers and the final LayerNorm, each layer with its own relative biases on top of `absolute_bias`.
+
+        hidden_states (batch, N + S, dim); patch_ids (batch, N) or None without patches. Returns the output and,
+        with `output_hidden_states`, every layer's input and the output.
+        """
+        positions = torch.arange(seq_len, device=hidden_states.device)
+        text_buckets = token_relative_position_bucket(
+            positions[:, None] - positions[None, :], self.config.token_bucket_size, self.config.max_source_positions
+        )
+        patch_buckets = None
+        if patch_ids is not None:
+            patch_buckets = patch_relative_position_bucket(patch_ids, patch_ids, self.config.image_bucket_size)
+        all_hidden_states = () if output_hidden_states else None
+        for idx, layer in enumerate(self.layers):
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            hidden_states = layer(hidden_states, self._layer_bias(idx, absolute_bias, text_buckets, patch_buckets))
+        hidden_states = self.layer_norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        return hidden_states, all_hidden_states
+
     def _layer_bias(
         self,
         layer_idx: int,
         absolute_bias: torch.Tensor,
         text_buckets: torch.Tensor,
         patch_buckets: torch.Tensor | None,
-        num_patches: int,
     ) -> torch.Tensor:
-        """absolute_bias (batch, heads, L, L) + this layer's relative biases on the text-text block and on the
-        patch-patch block (patch-text blocks get only the absolute part)."""
+        """absolute_bias (batch, heads, N + S, N + S) + this layer's relative biases on the text-text block (buckets
+        (S, S)) and on the patch-patch block (buckets (batch, N, N)); patch-text blocks get only the absolute part."""
         text_bias = self.token_rel_pos_tables[layer_idx].weight[text_buckets].permute(2, 0, 1)  # (heads, S, S)
-        if not num_patches:
+        if patch_buckets is None:
             return absolute_bias + text_bias.to(absolute_bias.dtype)
+        num_patches = patch_buckets.shape[1]
         patch_bias = self.image_rel_pos_tables[layer_idx].weight[patch_buckets].permute(0, 3, 1, 2)  # (B, heads, N, N)
         bias = absolute_bias.clone()
         bias[:, :, num_patches:, num_patches:] += text_bias.to(bias.dtype)
@@ -908,78 +961,117 @@ class UnivalDecoder(UnivalPreTrainedModel):
             )
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
-        batch_size, q_len = input_ids.shape
         past_len = cache.get_seq_length() if cache is not None else 0
-        total_len = past_len + q_len
+        total_len = past_len + input_ids.shape[1]
         if total_len > self.config.max_target_positions:
             raise ValueError(
                 f"the decoder input reaches {total_len} positions, more than max_target_positions="
                 f"{self.config.max_target_positions}: shorten `decoder_input_ids`/`labels` or `max_new_tokens`"
             )
-        device = input_ids.device
+        hidden_states, target_positions = self.embed(input_ids, past_len)
+        self_bias = self._self_attention_bias(target_positions, past_len, input_ids, attention_mask)
+        cross_bias = self._cross_attention_bias(
+            target_positions[:, past_len:], encoder_position_embeddings, encoder_attention_mask
+        )
+        hidden_states, all_hidden_states = self._run_layers(
+            hidden_states, self_bias, encoder_hidden_states, cross_bias, past_len, cache, output_hidden_states
+        )
+        return BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden_states, cache=cache, hidden_states=all_hidden_states
+        )
 
-        key_positions = torch.arange(total_len, device=device)
-        query_positions = key_positions[past_len:]
-        raw_positions = self.embed_positions(key_positions).unsqueeze(0)  # (1, total, dim)
+    def embed(self, input_ids: torch.Tensor, past_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids (batch, q_len), the new tokens after `past_len` cached ones -> token embeddings after dropout
+        (batch, q_len, dim) and the LayerNormed position embeddings of all past and new positions (1, total, dim)."""
+        positions = torch.arange(past_len + input_ids.shape[1], device=input_ids.device)
+        raw_positions = self.embed_positions(positions).unsqueeze(0)  # (1, total, dim)
         hidden_states = self.embed_tokens(input_ids)
         if self.config.entangle_position_embedding:
             hidden_states = hidden_states + raw_positions[:, past_len:]
         if self.layernorm_embedding is not None:
             hidden_states = self.layernorm_embedding(hidden_states)
         hidden_states = nn.functional.dropout(hidden_states, p=self.config.dropout, training=self.training)
+        return hidden_states, self.pos_ln(raw_positions)
 
-        # Self-attention bias: absolute part (no batch dependence) + causal mask + key padding.
-        target_positions = self.pos_ln(raw_positions)  # (1, total, dim)
-        query_target_positions = target_positions[:, past_len:]
-        self_bias = self.self_position_bias(query_target_positions, target_positions)  # (1, heads, q, total)
-        min_value = torch.finfo(self_bias.dtype).min
-        key_mask = key_positions[None, :] > query_positions[:, None]  # (q, total) True = masked
-        key_mask = key_mask.unsqueeze(0)
-        # Key padding only where there is some: otherwise the bias keeps batch size 1 and is broadcast.
-        if attention_mask is not None:
-            if attention_mask.shape != (batch_size, total_len):
-                raise ValueError(
-                    f"`decoder_attention_mask` must have shape ({batch_size}, {total_len}), got "
-                    f"{tuple(attention_mask.shape)}"
-                )
-            if not bool(attention_mask.all()):
-                key_mask = key_mask | attention_mask.eq(0)[:, None, :]
-        elif past_len == 0:
-            pads = input_ids.eq(self.config.pad_token_id)
-            if bool(pads.any()):
-                key_mask = key_mask | pads[:, None, :]
-        self_bias = self_bias.masked_fill(key_mask.unsqueeze(1), min_value)  # (batch or 1, heads, q, total)
-        self_buckets = token_relative_position_bucket(
-            query_positions[:, None] - key_positions[None, :],
+    def _self_attention_bias(
+        self,
+        target_positions: torch.Tensor,
+        past_len: int,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Absolute self-attention bias of the new queries over all keys, with the causal mask and key padding:
+        target_positions (1, total, dim) -> (batch or 1, heads, q_len, total)."""
+        total_len = target_positions.shape[1]
+        bias = self.self_position_bias(target_positions[:, past_len:], target_positions)  # (1, heads, q, total)
+        positions = torch.arange(total_len, device=input_ids.device)
+        masked = (positions[None, :] > positions[past_len:, None]).unsqueeze(0)  # (1, q, total), True = masked
+        key_padding = self._key_padding(input_ids, attention_mask, past_len, total_len)
+        if key_padding is not None:
+            masked = masked | key_padding[:, None, :]
+        return bias.masked_fill(masked.unsqueeze(1), torch.finfo(bias.dtype).min)
+
+    def _cross_attention_bias(
+        self,
+        query_positions: torch.Tensor,
+        encoder_position_embeddings: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """The new queries' positions (1, q_len, dim) vs the encoder's, already LayerNormed (batch, L, dim), with the
+        encoder padding masked -> (batch, heads, q_len, L)."""
+        bias = self.cross_position_bias(query_positions.to(encoder_position_embeddings.dtype), encoder_position_embeddings)
+        if not bool(encoder_attention_mask.all()):
+            bias = bias.masked_fill(encoder_attention_mask.eq(0)[:, None, None, :], torch.finfo(bias.dtype).min)
+        return bias
+
+    def _run_layers(
+        self,
+        hidden_states: torch.Tensor,
+        self_bias: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        cross_bias: torch.Tensor,
+        past_len: int,
+        cache: Cache | None,
+        output_hidden_states: bool | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """The layers and the final LayerNorm, each layer adding its relative bias to `self_bias`. Returns the output
+        and, with `output_hidden_states`, every layer's input and the output."""
+        positions = torch.arange(past_len + hidden_states.shape[1], device=hidden_states.device)
+        buckets = token_relative_position_bucket(
+            positions[past_len:, None] - positions[None, :],
             self.config.token_bucket_size,
             self.config.max_target_positions,
-        )
-
-        # Cross-attention bias: target positions vs the encoder's (already LayerNormed) positions, + padding.
-        cross_bias = self.cross_position_bias(
-            query_target_positions.to(encoder_position_embeddings.dtype), encoder_position_embeddings
-        )
-        if not bool(encoder_attention_mask.all()):
-            cross_bias = cross_bias.masked_fill(encoder_attention_mask.eq(0)[:, None, None, :], min_value)
-
+        )  # (q_len, total)
         all_hidden_states = () if output_hidden_states else None
         for idx, layer in enumerate(self.layers):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-            relative = self.token_rel_pos_tables[idx].weight[self_buckets].permute(2, 0, 1).unsqueeze(0)
+            relative = self.token_rel_pos_tables[idx].weight[buckets].permute(2, 0, 1).unsqueeze(0)  # (1, heads, q, total)
             hidden_states = layer(
-                hidden_states,
-                self_bias + relative.to(self_bias.dtype),
-                encoder_hidden_states,
-                cross_bias,
-                cache=cache,
+                hidden_states, self_bias + relative.to(self_bias.dtype), encoder_hidden_states, cross_bias, cache=cache
             )
         hidden_states = self.layer_norm(hidden_states)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
-        return BaseModelOutputWithPastAndCrossAttentions(
-            last_hidden_state=hidden_states, cache=cache, hidden_states=all_hidden_states
-        )
+        return hidden_states, all_hidden_states
+
+    def _key_padding(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, past_len: int, total_len: int
+    ) -> torch.Tensor | None:
+        """Padded keys (batch, total), True = padding; None where there is none, so that the bias keeps batch size
+        1 and is broadcast. Without `attention_mask`, pad tokens are padding, known only without a cache."""
+        if attention_mask is not None:
+            if attention_mask.shape != (input_ids.shape[0], total_len):
+                raise ValueError(
+                    f"`decoder_attention_mask` must have shape ({input_ids.shape[0]}, {total_len}), got "
+                    f"{tuple(attention_mask.shape)}"
+                )
+            return None if bool(attention_mask.all()) else attention_mask.eq(0)
+        if past_len == 0:
+            pads = input_ids.eq(self.config.pad_token_id)
+            if bool(pads.any()):
+                return pads
+        return None
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_base import BatchFeature
-from transformers.image_utils import PILImageResampling
+from transformers.image_utils import PILImageResampling, SizeDict
 
 from .constants import DEFAULT_IMAGE_SIZE, IMAGE_MEAN, IMAGE_STD, RESCALE_FACTOR
 from .media_io import (
@@ -61,37 +61,37 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
+def _unreadable(image) -> ValueError:
+    """The error for an input PIL cannot identify as an image (with a hint when its extension names another
+    modality)."""
+    return ValueError(
+        f"cannot read {describe(image)} as an image: not an image or an unsupported format"
+        + wrong_modality_hint(image, "image")
+    )
+
+
 def load_image(image) -> Image.Image:
     """Load one image from a path, bytes, a PIL image, a numpy array or a torch tensor, fully decoded.
 
     Raises `FileNotFoundError` for a missing file, `ValueError` for an empty, corrupt, truncated or non-image file and
     `TypeError` for unsupported input types.
     """
-    if isinstance(image, Image.Image):
-        source, opener = image, None
-    elif is_path(image):
-        source, opener = check_file(image, "image"), None
-    elif is_bytes(image):
-        source, opener = check_bytes(image, "image"), None
-    elif is_array_like(image):
+    if is_array_like(image):
         return _array_to_pil(to_numpy(image))
-    else:
+    if not isinstance(image, Image.Image) and not is_path(image) and not is_bytes(image):
         raise TypeError(
             f"unsupported image input {describe(image)}: pass a path, bytes, a PIL image, a numpy array or a tensor"
         )
+    if is_path(image) or is_bytes(image):
+        # Checked before decoding: a missing file is a FileNotFoundError, not a decoding error.
+        source = check_file(image, "image") if is_path(image) else check_bytes(image, "image")
     try:
-        if isinstance(source, Image.Image):
-            pil = source
-        else:
-            pil = Image.open(source)
+        pil = image if isinstance(image, Image.Image) else Image.open(source)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             pil.load()
     except UnidentifiedImageError:
-        raise ValueError(
-            f"cannot read {describe(image)} as an image: not an image or an unsupported format"
-            + wrong_modality_hint(image, "image")
-        ) from None
+        raise _unreadable(image) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"cannot decode image {describe(image)}: {error} (corrupt or truncated file?)") from None
     return pil
@@ -107,10 +107,7 @@ def _image_size(image) -> tuple[int, int]:
             with Image.open(source) as pil:
                 return pil.height, pil.width
         except UnidentifiedImageError:
-            raise ValueError(
-                f"cannot read {describe(image)} as an image: not an image or an unsupported format"
-                + wrong_modality_hint(image, "image")
-            ) from None
+            raise _unreadable(image) from None
     pil = load_image(image)
     return pil.height, pil.width
 
@@ -123,22 +120,6 @@ def _as_image_list(images) -> list:
     return [images]
 
 
-def _size_hw(size) -> tuple[int, int]:
-    if size is None:
-        raise ValueError("size must be set")
-    if isinstance(size, int):
-        return size, size
-    if isinstance(size, dict) or hasattr(size, "height"):
-        height = size.get("height") if isinstance(size, dict) else size.height
-        width = size.get("width") if isinstance(size, dict) else size.width
-        if height is None or width is None:
-            raise ValueError(f"size must give 'height' and 'width', got {dict(size)}")
-        return int(height), int(width)
-    if isinstance(size, (list, tuple)) and len(size) == 2:
-        return int(size[0]), int(size[1])
-    raise ValueError(f"size must be an int, (height, width) or {{'height', 'width'}}, got {size!r}")
-
-
 class UnivalImageProcessor(PilBackend):
     r"""
     Image processor of UnIVAL, as the original finetuning and inference pipelines: convert to RGB, resize to a square
@@ -146,15 +127,18 @@ class UnivalImageProcessor(PilBackend):
     [0, 1] (`/ 255`) and normalise with mean = std = 0.5 to [-1, 1]. Channels first.
 
     The original used 480 px for captioning, VQA and SNLI-VE, 512 px for RefCOCO and 384 px in pretraining stage 1;
-    `size` is a setting (`UnivalImageProcessor(size=512)` or `processor(..., size=512)`). EXIF orientation is not
-    applied (as the original).
+    `size` is a setting (`UnivalImageProcessor(size=512)` or `processor(..., size=512)`): an int is a square, a pair
+    or a dict is (height, width). EXIF orientation is not applied (as the original).
 
     Inputs: paths, bytes, PIL images, numpy arrays ((H, W), (H, W, C) or (C, H, W); uint8 or float in [0, 1]) or
-    torch tensors; one image or a list.
+    torch tensors; one image or a list. URLs are refused, never fetched.
 
     Returns a `BatchFeature` with `pixel_values` (n, 3, H, W) float32, and with `return_image_sizes=True` also
     `image_sizes` (n, 2) int64 = the original (height, width) of each image (what the grounding post-processing
     needs to map boxes back). `get_image_sizes(images)` returns the same without processing the pixels.
+
+    Resizing, rescaling and normalising are `PilBackend`'s; this class reads the inputs (`load_image`), converts them
+    to RGB as the original and stacks the results.
     """
 
     valid_kwargs = UnivalImageProcessorKwargs
@@ -170,14 +154,6 @@ class UnivalImageProcessor(PilBackend):
     image_mean = IMAGE_MEAN
     image_std = IMAGE_STD
 
-    def __init__(self, **kwargs):
-        if isinstance(kwargs.get("size"), int):
-            kwargs["size"] = {"height": kwargs["size"], "width": kwargs["size"]}
-        super().__init__(**kwargs)
-
-    def _resolve(self, kwargs: dict) -> dict:
-        return resolve_call_options(self, kwargs)
-
     def get_image_sizes(self, images) -> list[tuple[int, int]]:
         """Original `(height, width)` of each image (files are opened lazily: only their header is read)."""
         return [_image_size(image) for image in _as_image_list(images)]
@@ -185,50 +161,78 @@ class UnivalImageProcessor(PilBackend):
     def preprocess(self, images, *, return_tensors=None, return_image_sizes: bool = False, **kwargs) -> BatchFeature:
         """Process one image or a list of images; see the class docstring. Options given here override the
         processor's settings for this call (`size`, `do_resize`, `resample`, `do_rescale`, `rescale_factor`,
-        `do_normalize`, `image_mean`, `image_std`, `do_convert_rgb`)."""
-        options = self._resolve(kwargs)
+        `do_normalize`, `image_mean`, `image_std`, `do_convert_rgb`); None keeps the setting."""
+        # Unlike the base class, an unknown option raises with the valid ones listed and None means "the setting",
+        # as in the other UnIVAL processors.
+        options = resolve_call_options(self, kwargs)
+        call = {"return_tensors": return_tensors, "return_image_sizes": return_image_sizes}
+        return super().preprocess(images, image_like_kwargs=call, **options)
+
+    def _standardize_kwargs(self, **kwargs) -> dict:
+        # `default_to_square` is no option of this processor, so the base class would read an int `size` as a
+        # shortest edge: pass the class default (True, a square) instead.
+        return super()._standardize_kwargs(default_to_square=self.default_to_square, **kwargs)
+
+    def _validate_preprocess_kwargs(self, size: SizeDict | None = None, **kwargs):
+        super()._validate_preprocess_kwargs(size=size, **kwargs)
+        if size is not None and not ((size.height or 0) > 0 and (size.width or 0) > 0):
+            raise ValueError(
+                f"size must be a positive int, (height, width) or {{'height', 'width'}}, got {dict(size)}"
+            )
+
+    def _prepare_image_like_inputs(self, images, do_convert_rgb: bool | None = None, **kwargs) -> list[np.ndarray]:
+        """The inputs as (C, H, W) uint8 arrays at their own size, read here rather than by the base class (which
+        would download URLs and accepts fewer kinds of input)."""
         image_list = _as_image_list(images)
         if not image_list:
             raise ValueError("no image given")
-        height, width = _size_hw(options["size"])
-        if height <= 0 or width <= 0:
-            raise ValueError(f"size must be positive, got {options['size']}")
-        resample = PILImageResampling(options["resample"] if options["resample"] is not None else Image.BICUBIC)
-        mean = np.asarray(options["image_mean"], dtype=np.float32).reshape(-1, 1, 1)
-        std = np.asarray(options["image_std"], dtype=np.float32).reshape(-1, 1, 1)
-
-        pixel_values, sizes = [], []
         for index, image in enumerate(image_list):
             if image is None:
                 raise ValueError(f"image {index} is None")
-            pil = load_image(image)
-            sizes.append((pil.height, pil.width))
-            if options["do_convert_rgb"] and pil.mode != "RGB":
-                pil = pil.convert("RGB")
-            if options["do_resize"] and (pil.width, pil.height) != (width, height):
-                pil = pil.resize((width, height), resample=resample)
-            array = np.asarray(pil)
-            if array.ndim == 2:
-                array = array[..., None]
-            array = array.transpose(2, 0, 1).astype(np.float32)
-            if options["do_rescale"]:
-                array = array * np.float32(options["rescale_factor"])
-            if options["do_normalize"]:
-                array = (array - mean) / std
-            pixel_values.append(array.astype(np.float32, copy=False))
+        return [self.process_image(image, do_convert_rgb=do_convert_rgb) for image in image_list]
 
-        shapes = {value.shape for value in pixel_values}
+    def process_image(self, image, do_convert_rgb: bool | None = None, **kwargs) -> np.ndarray:
+        pil = load_image(image)
+        # PIL's own conversion, as the original: it drops an alpha channel, where the base class composites
+        # transparent pixels onto white.
+        if do_convert_rgb and pil.mode != "RGB":
+            pil = pil.convert("RGB")
+        return super().process_image(pil, do_convert_rgb=False)
+
+    def _preprocess(
+        self,
+        images: list[np.ndarray],
+        do_resize: bool,
+        size: SizeDict,
+        resample: PILImageResampling | int,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean: float | tuple[float, ...],
+        image_std: float | tuple[float, ...],
+        return_tensors=None,
+        return_image_sizes: bool = False,
+        **kwargs,
+    ) -> BatchFeature:
+        """Resize (no crop, no pad), rescale and normalise each (C, H, W) image with the backend's operations, then
+        stack them: `pixel_values` (n, C, H, W) float32, and `image_sizes` (n, 2) = each input's (height, width)."""
+        sizes = [image.shape[-2:] for image in images]
+        pixel_values = []
+        for image in images:
+            if do_resize:
+                image = self.resize(image, size=size, resample=resample)
+            if do_rescale:
+                image = self.rescale(image, rescale_factor)
+            if do_normalize:
+                image = self.normalize(image, image_mean, image_std)
+            pixel_values.append(image.astype(np.float32, copy=False))
+        shapes = {image.shape for image in pixel_values}
         if len(shapes) != 1:
             raise ValueError(f"processed images have different shapes {sorted(shapes)}; enable do_resize")
         data = {"pixel_values": np.stack(pixel_values)}
         if return_image_sizes:
             data["image_sizes"] = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
         return BatchFeature(data=data, tensor_type=return_tensors)
-
-    def __call__(self, images, *args, **kwargs) -> BatchFeature:
-        if args:
-            raise TypeError(f"{type(self).__name__} takes the images as its only positional argument")
-        return self.preprocess(images, **kwargs)
 
 
 __all__ = ["UnivalImageProcessor", "load_image"]

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from media_fixtures import make_image, make_tone, write_audio
 from processing.boxes import bin_token, bins_to_box, box_to_bins, extract_bins, quantize_box
 from processing.constants import BIN_TOKEN_OFFSET
 from processing.image_processing_unival import UnivalImageProcessor
-from processing.testing_utils import make_image, make_tone, write_audio
 
 
 def reference_pixels(image: Image.Image, size: int) -> np.ndarray:
@@ -31,7 +31,8 @@ def test_matches_reference_formula(height, width, size, processor):
     out = processor(image, size=size, return_tensors="pt")
     pixels = out["pixel_values"]
     assert pixels.shape == (1, 3, size, size) and pixels.dtype == torch.float32
-    np.testing.assert_allclose(pixels[0].numpy(), reference_pixels(image, size), atol=1e-6, rtol=0)
+    # Bit for bit: the base class rescales in float64 as torchvision's `ToTensor` divides exactly.
+    np.testing.assert_array_equal(pixels[0].numpy(), reference_pixels(image, size))
     assert float(pixels.min()) >= -1.0 and float(pixels.max()) <= 1.0
 
 
@@ -39,7 +40,26 @@ def test_matches_reference_formula(height, width, size, processor):
 def test_converts_to_rgb(mode, processor):
     image = make_image(40, 50, seed=1, mode=mode)
     out = processor(image, size=64)
-    np.testing.assert_allclose(out["pixel_values"][0], reference_pixels(image, 64), atol=1e-6)
+    np.testing.assert_array_equal(out["pixel_values"][0], reference_pixels(image, 64))
+
+
+def test_transparency_is_dropped_not_composited(processor):
+    """As the original's `convert("RGB")`: transparent pixels keep their colour (no white background)."""
+    image = make_image(40, 50, seed=2, mode="RGBA")
+    image.putalpha(0)
+    out = processor(image, size=64)
+    np.testing.assert_array_equal(out["pixel_values"][0], reference_pixels(image, 64))
+
+
+def test_size_forms(processor):
+    image = make_image(30, 40)
+    assert processor(image, size=48)["pixel_values"].shape == (1, 3, 48, 48)
+    assert processor(image, size=(32, 48))["pixel_values"].shape == (1, 3, 32, 48)
+    assert processor(image, size={"height": 24, "width": 16})["pixel_values"].shape == (1, 3, 24, 16)
+    assert UnivalImageProcessor(size=(20, 10)).size.width == 10
+    for bad in (0, -3, {"height": 0, "width": 5}, {"shortest_edge": 20}):
+        with pytest.raises(ValueError, match="size must be a positive"):
+            processor(image, size=bad)
 
 
 def test_default_size_and_settings(processor, tmp_path):
@@ -130,6 +150,8 @@ def test_wrong_types_and_options(processor):
         processor(np.zeros((5, 5, 7), dtype=np.uint8))
     with pytest.raises(ValueError):
         processor(np.full((5, 5, 3), np.nan, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 255\]"):
+        processor(np.full((5, 5, 3), 1000, dtype=np.uint16))  # 16-bit values are not scaled down silently
     with pytest.raises(TypeError, match="unexpected option"):
         processor(make_image(), crop_size=3)
     with pytest.raises(ValueError):
