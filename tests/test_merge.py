@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from generation_checks import assert_generates_without_warnings, assert_saved_generation_config
 from modeling_unival import UnivalForConditionalGeneration
 from tiny import media, text_ids, tiny_model
 from training.merge import (
@@ -274,9 +275,10 @@ def test_save_merged_reloads_identically(model_a, model_b, processor, batch, tmp
 
     from processing import UnivalProcessor
 
-    merged = interpolate_pair(model_a, model_b, 0.3, names=["caption-model", "vqa-model"])
+    merged = interpolate_pair(model_a, model_b, 0.3, names=["caption-model", "vqa-model"], task="caption")
     out = save_merged(merged, tmp_path / "merged", processor=processor)
-    for name in ("model.safetensors", "config.json", "README.md", "merge_recipe.json", "processor_config.json"):
+    for name in ("model.safetensors", "config.json", "generation_config.json", "README.md", "merge_recipe.json",
+                 "processor_config.json"):
         assert (out / name).exists(), name
     reloaded = UnivalForConditionalGeneration.from_pretrained(out)
     assert not reloaded.training
@@ -293,6 +295,15 @@ def test_save_merged_reloads_identically(model_a, model_b, processor, batch, tmp
         assert text in card.text, text
     recipe = MergeRecipe.from_dict(json.loads((out / "merge_recipe.json").read_text()))
     assert recipe.weights == pytest.approx([0.3, 0.7]) and recipe.inputs == ["caption-model", "vqa-model"]
+
+
+def test_merge_without_a_task_keeps_no_task_less_generation_config(model_a, model_b, tmp_path):
+    # The tiny inputs carry transformers' default generation config (no task's length): a merge of them has no
+    # settings to save unless its task is named, and saving refuses rather than write a config that warns.
+    merged = interpolate_pair(model_a, model_b, 0.5)
+    with pytest.raises(ValueError, match="sets no task's generation settings"):
+        save_merged(merged, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
 
 
 def test_save_merged_needs_a_recipe(model_a, tmp_path):
@@ -518,7 +529,7 @@ def test_cli_interpolates_two_saved_models(saved_pair, world, processor):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     command = [sys.executable, "-m", "training.merge", "--models", str(saved_pair / "a"), str(saved_pair / "b"),
                "--alpha", "0.3", "--bn", "recompute", "--bn-data", str(world), "--bn-tasks", "caption",
-               "--bn-batches", "1", "--batch-size", "2", "--out", str(out)]
+               "--bn-batches", "1", "--batch-size", "2", "--task", "caption", "--out", str(out)]
     completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     for line in ("[merge] loading", "[merge] 1 batches for the BatchNorm statistics", "[merge] BatchNorm statistics "
@@ -540,6 +551,11 @@ def test_cli_interpolates_two_saved_models(saved_pair, world, processor):
     assert int(reloaded.model.encoder.audio_tower.bn0.num_batches_tracked) == 7  # no audio data: kept, from A
     assert_tied(reloaded)
     assert (out / "processor_config.json").exists()
+    from training.data.synthetic import load_world
+
+    assert_saved_generation_config(out, "caption")
+    captions = [e for e in load_world(world, splits=["test"])["test"] if e["task"] == "caption"][:2]
+    assert_generates_without_warnings(out, captions, "caption")
     readme = (out / "README.md").read_text()
     for text in ("python -m training.merge --models", "0.3 * A + 0.7 * B", "recomputed on", "split train, 1 batches"):
         assert text in readme, text
@@ -548,7 +564,8 @@ def test_cli_interpolates_two_saved_models(saved_pair, world, processor):
 def test_cli_greedy_soup(saved_pair, world, capsys):
     out = saved_pair / "greedy"
     main(["--models", str(saved_pair / "a"), str(saved_pair / "b"), "--method", "greedy", "--eval-data", str(world),
-          "--eval-tasks", "caption", "--eval-max-examples", "4", "--batch-size", "2", "--out", str(out)])
+          "--eval-tasks", "caption", "--eval-max-examples", "4", "--batch-size", "2", "--task", "caption",
+          "--out", str(out)])
     printed = capsys.readouterr().out
     assert "[merge] greedy soup: + " in printed and "[merge] done: greedy merge of 2 models" in printed
     recipe = json.loads((out / "merge_recipe.json").read_text())
@@ -566,7 +583,22 @@ def test_cli_rejects_inconsistent_options(saved_pair, capsys):
         ["--models", a, b, "--method", "greedy"],
         ["--models", a, b, "--bn", "recompute"],
         ["--models", a, b, a, "--alpha", "0.5"],
+        ["--models", a, b, "--alpha", "0.5", "--task", "no-such-task"],
     ):
         with pytest.raises(SystemExit):
             main([*argv, "--out", str(saved_pair / "never")])
     assert not (saved_pair / "never").exists()
+
+
+def test_cli_refuses_an_input_as_output_and_a_missing_model(saved_pair, capsys):
+    a, b = str(saved_pair / "a"), str(saved_pair / "b")
+    before = (saved_pair / "a" / "model.safetensors").read_bytes()
+    with pytest.raises(SystemExit):
+        main(["--models", a, b, "--alpha", "0.5", "--task", "caption", "--out", a])
+    assert "would overwrite its weights" in capsys.readouterr().err
+    assert (saved_pair / "a" / "model.safetensors").read_bytes() == before
+    with pytest.raises(SystemExit):
+        main(["--models", a, str(saved_pair / "missing"), "--alpha", "0.5", "--task", "caption",
+              "--out", str(saved_pair / "never")])
+    error = capsys.readouterr().err
+    assert "missing" in error and "Repo id" not in error, error

@@ -1,0 +1,6 @@
+"""`python -m training.merge`: see `training.merge.cli`."""
+
+from .cli import main
+
+
+main()
