@@ -36,8 +36,9 @@ from modeling_unival import UnivalConfig, UnivalForConditionalGeneration  # noqa
 from training.allocator import keep_freed_memory  # noqa: E402
 from training.collator import UnivalMultitaskCollator  # noqa: E402
 from training.evaluation import answer_vocabulary, generate_predictions, score_records  # noqa: E402
-from training.pretrain import load_source, make_processor  # noqa: E402
 from training.recipe import load_recipe  # noqa: E402
+from training.sources import load_source  # noqa: E402
+from training.stages import make_processor  # noqa: E402
 
 MATCHING_TASKS = ("image_text_matching", "video_text_matching", "audio_text_matching", "qa_matching")
 

@@ -94,6 +94,18 @@ def _split_audio(audio):
     return _Single(audio)
 
 
+def _split_inputs(text, images, videos, audio, targets, label_weights) -> dict:
+    """Each input as one entry per sample (or `None` when not given), by name."""
+    return {
+        "text": _split_text(text, "text"),
+        "images": _split_images(images),
+        "videos": _split_videos(videos),
+        "audio": _split_audio(audio),
+        "targets": _split_text(targets, "targets"),
+        "label_weights": _split_label_weights(label_weights),
+    }
+
+
 def _split_text(text, name: str):
     if text is None:
         return None
@@ -399,19 +411,11 @@ class UnivalProcessor(ProcessorMixin):
         )
         if targets is not None and text_target is not None:
             raise TypeError("pass the decoder targets either as `targets` or as `text_target`, not both")
-        targets = text_target if targets is None else targets
         spec = task_lib.resolve_task(task) if task is not None else None
         text = self._text_as_task_field(spec, task, text, task_fields)
         max_source_length, max_target_length = self._lengths(max_source_length, max_target_length)
 
-        splits = {
-            "text": _split_text(text, "text"),
-            "images": _split_images(images),
-            "videos": _split_videos(videos),
-            "audio": _split_audio(audio),
-            "targets": _split_text(targets, "targets"),
-            "label_weights": _split_label_weights(label_weights),
-        }
+        splits = _split_inputs(text, images, videos, audio, text_target if targets is None else targets, label_weights)
         field_splits = {name: _split_field(name, value) for name, value in task_fields.items()}
         batch_size = self._checked_batch_size(splits, field_splits)
         prompt_types = self._prompt_types(prompt_type, spec, batch_size)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from media_fixtures import make_frames, make_image, make_tone, write_audio, write_video
 from processing import UnivalFeatureExtractor, UnivalImageProcessor, UnivalProcessor, UnivalVideoProcessor
-from processing.testing_utils import make_frames, make_image, make_tone, write_audio, write_video
 from tiny import tiny_model
 
 

@@ -18,7 +18,7 @@ from checkpoint_support import (
     tiny_processor,
     write_media,
 )
-from hub_upload.hub_server import LocalHub
+from hub_server import LocalHub
 from hub_upload.push import InvalidModelDirError, check_model_dir, main
 
 

@@ -6,8 +6,8 @@ import soundfile
 import soxr
 import torch
 
+from media_fixtures import make_frames, make_tone, write_audio, write_video
 from processing.feature_extraction_unival import UnivalFeatureExtractor, crop_or_pad, int16_round_trip
-from processing.testing_utils import make_frames, make_tone, write_audio, write_video
 
 
 MAX = 480000

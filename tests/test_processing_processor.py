@@ -8,9 +8,9 @@ import torch
 from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoProcessor, AutoTokenizer
 
 import processing
+from media_fixtures import make_frames, make_image, make_tone, write_audio, write_video
 from processing import Modality, UnivalProcessor, build_prompt, build_target, pre_caption, pre_question
 from processing.constants import BIN_TOKEN_OFFSET, LABEL_IGNORE_INDEX
-from processing.testing_utils import make_frames, make_image, make_tone, write_audio, write_video
 
 
 IMAGE_PROMPT = " what does the image describe?"

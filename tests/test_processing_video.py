@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from processing.testing_utils import frame_value, make_frames, make_tone, write_audio, write_video
+from media_fixtures import frame_value, make_frames, make_tone, write_audio, write_video
 from processing.video_processing_unival import (
     UnivalVideoProcessor,
     center_crop_or_pad,
@@ -20,7 +20,7 @@ def middle_indices(total, num_frames):
 
 
 def frame_indices_of(pixel_values_videos):
-    """Recover the frame index of each output frame from its grey level (see testing_utils.frame_value)."""
+    """Recover the frame index of each output frame from its grey level (see media_fixtures.frame_value)."""
     video = pixel_values_videos[0]  # (3, T, H, W)
     centre = video[:, :, video.shape[2] // 2, video.shape[3] // 2].mean(axis=0)  # (T,)
     levels = (np.asarray(centre) * 0.5 + 0.5) * 255

@@ -990,12 +990,8 @@ def _clean_output(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def write_world(out_dir, config: Optional[WorldConfig] = None, overwrite: bool = False,
-                num_workers: Optional[int] = None, **overrides) -> dict:
-    """Render the world's media and write the JSONL files; returns the manifest (also written to world.json).
-
-    `num_workers` processes render and encode the media files (default: the CPU cores available); the world's bytes
-    do not depend on it."""
+def _configured(config: Optional[WorldConfig], overrides: dict) -> WorldConfig:
+    """`config` (default: the default world) with `overrides` applied, normalised and validated."""
     cfg = config or WorldConfig()
     for k, v in overrides.items():
         if not hasattr(cfg, k):
@@ -1005,74 +1001,116 @@ def write_world(out_dir, config: Optional[WorldConfig] = None, overwrite: bool =
     cfg.tasks = tuple(cfg.tasks)
     cfg.difficulties = tuple(int(d) for d in cfg.difficulties)
     cfg.validate()
+    return cfg
+
+
+def _available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _draw_new_scene(cfg: WorldConfig, split: str, modality: str, index: int,
+                    seen_signatures: dict[str, str]) -> tuple[np.random.Generator, int, dict, str]:
+    """The `index`-th scene of a split and modality: `(rng, difficulty, scene, signature)`. A scene whose content
+    the world already holds (in any split) is redrawn from the next seed attempt."""
+    for attempt in range(101):
+        rng = _rng(cfg, split, modality, index, attempt)
+        level = int(_choice(rng, cfg.difficulties))
+        scene = _SCENE_FN[modality](rng, cfg, level)
+        sig = _signature(modality, scene)
+        if sig not in seen_signatures:
+            return rng, level, scene, sig
+    raise WorldError("could not draw a new scene; the world is too small for this many examples")
+
+
+def _scene_examples(made: list[dict], record: dict) -> list[dict]:
+    """The schema examples made from one scene (`record`: its entry in `scenes/SPLIT.jsonl`), numbered per task."""
+    examples = []
+    task_k = Counter()
+    scene_id = record["scene_id"]
+    for ex in made:
+        task = ex.pop("task")
+        k = task_k[task]
+        task_k[task] += 1
+        tags = [f"{o['colour']} {o['shape']}" for o in record.get("objects", [])]
+        examples.append(make_example(
+            id=f"{scene_id}-{task}-{k}", source="synthetic", task=task, modality=record["modality"],
+            split=record["split"], group_id=scene_id, media_path=record["media_path"], difficulty=record["difficulty"],
+            object_tags=tags, **ex))
+    return examples
+
+
+def _draw_split(cfg: WorldConfig, split: str, budgets: dict[str, int], out: Path,
+                seen_signatures: dict[str, str]) -> tuple[list[dict], list[dict], list[tuple]]:
+    """Draw the scenes of one split until each modality's example budget is spent: `(examples, scenes, media
+    jobs)`. The scenes' `sha256` is filled in once their media are written."""
+    examples: list[dict] = []
+    scenes: list[dict] = []
+    media_jobs: list[tuple[str, dict, WorldConfig, Path]] = []
+    for modality in cfg.active_modalities():
+        budget = budgets[modality]
+        tasks = cfg.tasks_for(modality)
+        index = 0
+        while budget > 0:
+            rng, level, scene, sig = _draw_new_scene(cfg, split, modality, index, seen_signatures)
+            scene_id = f"{split}-{_MOD_SHORT[modality]}-{index:06d}"
+            seen_signatures[sig] = scene_id
+            # rotate the task order so that small splits still see every task
+            r = index % len(tasks)
+            made = _EXAMPLES_FN[modality](rng, cfg, scene, level, tasks[r:] + tasks[:r])[:budget]
+            budget -= len(made)
+            ext = _MEDIA_EXT.get(modality, cfg.audio_format)
+            rel = f"media/{split}/{modality}/{scene_id}.{ext}"
+            media_jobs.append((modality, scene, cfg, out / rel))
+            scenes.append({"scene_id": scene_id, "split": split, "modality": modality, "difficulty": level,
+                           "media_path": rel, "sha256": None, "signature": sig} | scene)
+            examples += _scene_examples(made, scenes[-1])
+            index += 1
+    return examples, scenes, media_jobs
+
+
+def _split_counts(examples: list[dict], scenes: list[dict]) -> dict:
+    return {
+        "examples": len(examples),
+        "scenes": len(scenes),
+        "by_task": dict(sorted(Counter(e["task"] for e in examples).items())),
+        "by_modality": dict(sorted(Counter(e["modality"] for e in examples).items())),
+        "by_difficulty": {str(k): v for k, v in sorted(Counter(e["difficulty"] for e in examples).items())},
+    }
+
+
+def _check_disjoint_media(split_hashes: dict[str, set]) -> None:
+    # splits share no scene: ids are split-prefixed, signatures are deduplicated when drawn; check the media bytes too
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1 :]:
+            shared = split_hashes[a] & split_hashes[b]
+            if shared:
+                raise WorldError(f"splits {a} and {b} share {len(shared)} media files")
+
+
+def write_world(out_dir, config: Optional[WorldConfig] = None, overwrite: bool = False,
+                num_workers: Optional[int] = None, **overrides) -> dict:
+    """Render the world's media and write the JSONL files; returns the manifest (also written to world.json).
+
+    `num_workers` processes render and encode the media files (default: the CPU cores available); the world's bytes
+    do not depend on it."""
+    cfg = _configured(config, overrides)
     out = Path(out_dir)
     _clean_output(out, overwrite)
     plan = plan_counts(cfg)
-    if num_workers is None:
-        num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    num_workers = _available_cores() if num_workers is None else num_workers
     seen_signatures: dict[str, str] = {}
     split_hashes: dict[str, set] = {}
     counts: dict[str, dict] = {}
     for split in SPLITS:
-        examples: list[dict] = []
-        scenes: list[dict] = []
-        media_jobs: list[tuple[str, dict, WorldConfig, Path]] = []
-        for modality in cfg.active_modalities():
-            budget = plan[split][modality]
-            tasks = cfg.tasks_for(modality)
-            index = 0
-            while budget > 0:
-                attempt = 0
-                while True:
-                    rng = _rng(cfg, split, modality, index, attempt)
-                    level = int(_choice(rng, cfg.difficulties))
-                    scene = _SCENE_FN[modality](rng, cfg, level)
-                    sig = _signature(modality, scene)
-                    if sig not in seen_signatures:
-                        break
-                    attempt += 1
-                    if attempt > 100:
-                        raise WorldError("could not draw a new scene; the world is too small for this many examples")
-                scene_id = f"{split}-{_MOD_SHORT[modality]}-{index:06d}"
-                seen_signatures[sig] = scene_id
-                # rotate the task order so that small splits still see every task
-                r = index % len(tasks)
-                made = _EXAMPLES_FN[modality](rng, cfg, scene, level, tasks[r:] + tasks[:r])[:budget]
-                budget -= len(made)
-                ext = _MEDIA_EXT.get(modality, cfg.audio_format)
-                rel = f"media/{split}/{modality}/{scene_id}.{ext}"
-                media_jobs.append((modality, scene, cfg, out / rel))
-                scenes.append({"scene_id": scene_id, "split": split, "modality": modality, "difficulty": level,
-                               "media_path": rel, "sha256": None, "signature": sig} | scene)
-                task_k = Counter()
-                for ex in made:
-                    task = ex.pop("task")
-                    k = task_k[task]
-                    task_k[task] += 1
-                    tags = [f"{o['colour']} {o['shape']}" for o in scene.get("objects", [])]
-                    examples.append(make_example(
-                        id=f"{scene_id}-{task}-{k}", source="synthetic", task=task, modality=modality, split=split,
-                        group_id=scene_id, media_path=rel, difficulty=level, object_tags=tags, **ex))
-                index += 1
+        examples, scenes, media_jobs = _draw_split(cfg, split, plan[split], out, seen_signatures)
         digests = _write_all_media(media_jobs, num_workers)
         for scene, digest in zip(scenes, digests):
             scene["sha256"] = digest
         split_hashes[split] = set(digests)
         _write_jsonl(out / f"{split}.jsonl", [{k: v for k, v in ex.items() if k != "image"} for ex in examples])
         _write_jsonl(out / "scenes" / f"{split}.jsonl", scenes)
-        counts[split] = {
-            "examples": len(examples),
-            "scenes": len(scenes),
-            "by_task": dict(sorted(Counter(e["task"] for e in examples).items())),
-            "by_modality": dict(sorted(Counter(e["modality"] for e in examples).items())),
-            "by_difficulty": {str(k): v for k, v in sorted(Counter(e["difficulty"] for e in examples).items())},
-        }
-    # splits share no scene: ids are split-prefixed, signatures were deduplicated above; check the media bytes too
-    for i, a in enumerate(SPLITS):
-        for b in SPLITS[i + 1 :]:
-            shared = split_hashes[a] & split_hashes[b]
-            if shared:
-                raise WorldError(f"splits {a} and {b} share {len(shared)} media files")
+        counts[split] = _split_counts(examples, scenes)
+    _check_disjoint_media(split_hashes)
     manifest = {"generator_version": GENERATOR_VERSION, "config": _config_dict(cfg), "counts": counts}
     (out / "world.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

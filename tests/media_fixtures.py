@@ -1,5 +1,5 @@
-"""Synthetic media for tests and examples (no network, no data files): images with PIL, videos with PyAV, audio
-with soundfile. Nothing here is needed at inference time."""
+"""Synthetic media files for the tests (no network, no data files): images with PIL, videos with PyAV, audio with
+soundfile."""
 
 from __future__ import annotations
 
