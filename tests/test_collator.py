@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from media_fixtures import make_image
 from processing import UnivalFeatureExtractor, UnivalImageProcessor, UnivalProcessor, UnivalVideoProcessor
 from processing import prompts as P
 from processing import tasks as T
 from processing.boxes import bins_to_box, extract_bins, quantize_box
 from processing.constants import BIN_TOKEN_OFFSET, EOS_TOKEN_ID, LABEL_IGNORE_INDEX, NUM_BINS
-from processing.testing_utils import make_image
 from tiny import tiny_model
 from training.collator import MODEL_INPUT_KEYS, GenerationBatch, UnivalMultitaskCollator
 from training.data.schema import TASKS, make_example

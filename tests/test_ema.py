@@ -1,4 +1,4 @@
-"""training.ema.WeightEMA: the average's formula, Trainer integration, resume, and finetune.py's --ema_decay."""
+"""training.ema.WeightEMA: the average's formula, Trainer integration, resume, and finetuning's --ema_decay."""
 
 import json
 
@@ -90,8 +90,9 @@ def test_bad_decay_is_refused():
 def test_finetune_saves_the_averaged_weights(tmp_path):
     from modeling_unival import UnivalConfig, UnivalForConditionalGeneration
     from training.data.synthetic import generate_world
-    from training.finetune import finetune
-    from training.pretrain import make_processor
+    from training.finetune import parse_arguments
+    from training.finetuning import finetune
+    from training.stages import make_processor
 
     world = tmp_path / "world"
     generate_world(world, num_examples=60, seed=2)
@@ -103,7 +104,8 @@ def test_finetune_saves_the_averaged_weights(tmp_path):
              "--max_steps", "3", "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--save_strategy", "no",
              "--eval_strategy", "no", "--report_to", "none", "--ema_decay", "0.5", "--eval_max_examples", "2",
              "--output_dir", str(tmp_path / "run")]
-    trainer, summary = finetune(flags)
+    args, _, training = parse_arguments(flags)
+    trainer, summary = finetune(args, training)
     ema = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, WeightEMA))
     saved = load_file(tmp_path / "run" / "final" / "model.safetensors")
     key = "model.encoder.layers.0.mlp.fc1.weight"

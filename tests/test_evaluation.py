@@ -80,7 +80,7 @@ def test_cli_scores_a_saved_model_on_a_world_with_both_baselines(tmp_path, capsy
     from tiny import tiny_model
     from training.data.synthetic import generate_world
     from training.evaluation import main
-    from training.pretrain import make_processor
+    from training.stages import make_processor
 
     generate_world(tmp_path / "world", num_examples=80, seed=1)
     tiny_model().save_pretrained(tmp_path / "model")
@@ -109,7 +109,7 @@ def test_greedy_and_beam_evaluation_emit_no_generation_warning(tmp_path):
     from tiny import tiny_model
     from training.collator import UnivalMultitaskCollator
     from training.data.synthetic import generate_world, load_world
-    from training.pretrain import make_processor
+    from training.stages import make_processor
 
     generate_world(tmp_path / "world", num_examples=80, seed=2)
     world = load_world(tmp_path / "world")

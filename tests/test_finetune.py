@@ -1,5 +1,6 @@
-"""training/finetune.py on a tiny from-scratch model and a small synthetic world: per-task defaults, generation
-metrics in evaluation, LoRA (save / reload / merge), training only chosen modules."""
+"""training/finetune.py (the command line) and training/finetuning.py on a tiny from-scratch model and a small
+synthetic world: per-task defaults, generation metrics in evaluation, the task's generation settings saved, LoRA
+(save / reload / merge), training only chosen modules."""
 
 import json
 import math
@@ -10,17 +11,18 @@ from safetensors.torch import load_file
 
 from modeling_unival import UnivalConfig, UnivalForConditionalGeneration
 from processing import UnivalProcessor
-from training.finetune import (
+from generation_checks import assert_generates_without_warnings, assert_saved_generation_config
+from training.finetune import parse_arguments
+from training.finetuning import (
     TASK_DEFAULTS,
     TOWER_PATTERN,
     finetune,
-    parse_arguments,
     processor_sizes,
     select_trainable,
     source_spec,
     task_training_arguments,
 )
-from training.pretrain import make_processor
+from training.stages import make_processor
 
 
 SIZES = {"image_size": 64, "num_frames": 4, "video_crop_size": 32, "audio_max_length": 24000}
@@ -56,8 +58,20 @@ def common_flags(base_model, world, output, steps=4, **extra):
     return flags
 
 
+def run_finetune(argv):
+    """`training/finetune.py ARGV` in this process, returning the trainer too."""
+    args, _, training = parse_arguments(argv)
+    return finetune(args, training)
+
+
 def param_names(model):
     return {name for name, _ in model.named_parameters()}
+
+
+def held_out_examples(world, task, count=2):
+    from training.data.synthetic import load_world
+
+    return [e for e in load_world(world, splits=["test"])["test"] if e["task"] == task][:count]
 
 
 def logits_of(model, processor, world):
@@ -79,9 +93,9 @@ def logits_of(model, processor, world):
 
 
 def test_task_defaults_are_applied_and_explicit_flags_override_them(tmp_path, world):
-    args, base, explicit = parse_arguments(["--task", "caption", "--model", "m", "--world", str(world),
-                                            "--output_dir", str(tmp_path)])
-    training, smoothing = task_training_arguments(args, base, explicit, has_eval=True)
+    args, _, given = parse_arguments(["--task", "caption", "--model", "m", "--world", str(world),
+                                      "--output_dir", str(tmp_path)])
+    training, smoothing = task_training_arguments(args, given, has_eval=True)
     assert training.learning_rate == 1e-5 and training.num_train_epochs == 10 and training.warmup_steps == 0.06
     assert training.max_grad_norm == 1.0 and training.metric_for_best_model == "cider" and training.greater_is_better
     assert training.remove_unused_columns is False and training.weight_decay == 0.01
@@ -92,8 +106,8 @@ def test_task_defaults_are_applied_and_explicit_flags_override_them(tmp_path, wo
     argv = ["--task", "visual_grounding", "--model", "m", "--world", str(world), "--output_dir", str(tmp_path),
             "--learning_rate", "1e-3", "--warmup_steps", "7", "--label_smoothing_factor", "0.2", "--image_size", "64",
             "--metric_for_best_model", "mean_iou"]
-    args, base, explicit = parse_arguments(argv)
-    training, smoothing = task_training_arguments(args, base, explicit, has_eval=False)
+    args, _, given = parse_arguments(argv)
+    training, smoothing = task_training_arguments(args, given, has_eval=False)
     assert training.learning_rate == 1e-3 and training.warmup_steps == 7
     assert training.num_train_epochs == 10 and training.gradient_accumulation_steps == 4  # refcoco 8 x 4
     assert training.per_device_train_batch_size == 8 and training.metric_for_best_model == "mean_iou"
@@ -112,6 +126,11 @@ def test_task_defaults_are_applied_and_explicit_flags_override_them(tmp_path, wo
     assert source_spec(args)["columns"] == {"image": "img"} and source_spec(args)["task"] == "visual_entailment"
     with pytest.raises(ValueError, match="--task"):
         parse_arguments(["--task", "nope", "--model", "m"])
+    # Tasks are read from the registry: an alias names its task, whose TSV kind is the one named after it.
+    args, *_ = parse_arguments(["--task", "refcoco", "--model", "m", "--train_tsv", "r.tsv"])
+    assert args.task == "visual_grounding" and source_spec(args)["kind"] == "refcoco"
+    args, *_ = parse_arguments(["--task", "snli_ve", "--model", "m", "--train_tsv", "s.tsv"])
+    assert source_spec(args)["kind"] == "snli_ve"
 
 
 def test_select_trainable_modes():
@@ -139,7 +158,7 @@ METRIC_KEYS = {"caption": "eval_cider", "vqa": "eval_vqa_score", "visual_groundi
 @pytest.mark.parametrize("task", ["caption", "vqa", "visual_grounding"])
 def test_finetune_task_evaluates_with_its_metric_and_saves(tmp_path, world, base_model, task):
     output = tmp_path / "run"
-    trainer, summary = finetune(["--task", task, *common_flags(base_model, world, output)])
+    trainer, summary = run_finetune(["--task", task, *common_flags(base_model, world, output)])
     assert summary["global_step"] == 4 and all(math.isfinite(loss) for loss in summary["losses"])
     assert METRIC_KEYS[task] in summary["eval"] and "eval_score" in summary["eval"] and "eval_loss" in summary["eval"]
     assert any(METRIC_KEYS[task] in entry for entry in trainer.state.log_history)  # evaluation during training
@@ -156,6 +175,9 @@ def test_finetune_task_evaluates_with_its_metric_and_saves(tmp_path, world, base
     for name, parameter in reloaded.state_dict().items():
         if name in weights:
             torch.testing.assert_close(parameter, weights[name], rtol=0, atol=0)
+    # The finetuned model decodes as the original did for its task, with no generation argument.
+    assert_saved_generation_config(final, task)
+    assert_generates_without_warnings(final, held_out_examples(world, task), task)
 
 
 @pytest.mark.slow
@@ -163,7 +185,7 @@ def test_finetune_lowers_the_loss_and_keeps_the_best_model(tmp_path, world, base
     output = tmp_path / "run"
     flags = common_flags(base_model, world, output, steps=12, learning_rate="5e-3", eval_steps=6, save_strategy="steps",
                          save_steps=6, load_best_model_at_end=True)
-    trainer, summary = finetune(["--task", "visual_grounding", *flags])
+    trainer, summary = run_finetune(["--task", "visual_grounding", *flags])
     losses = summary["losses"]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses
     assert summary["best_model_checkpoint"] is not None  # chosen by eval_accuracy@0.5 (the task's default)
@@ -174,7 +196,7 @@ def test_finetune_lowers_the_loss_and_keeps_the_best_model(tmp_path, world, base
 @pytest.mark.parametrize("task", ["visual_entailment", "video_caption", "video_qa", "audio_caption"])
 def test_finetune_other_task_families(tmp_path, world, base_model, task):
     flags = common_flags(base_model, world, tmp_path / "run", steps=2)
-    _, summary = finetune(["--task", task, *flags])
+    _, summary = run_finetune(["--task", task, *flags])
     assert all(math.isfinite(loss) for loss in summary["losses"]) and "eval_score" in summary["eval"]
 
 
@@ -183,8 +205,8 @@ def test_lora_adapters_save_reload_and_merge(tmp_path, world, base_model):
     from peft import PeftModel
 
     output = tmp_path / "lora"
-    trainer, summary = finetune(["--task", "caption", *common_flags(base_model, world, output, steps=3,
-                                                                    learning_rate="1e-2", lora=True)])
+    trainer, summary = run_finetune(["--task", "caption", *common_flags(base_model, world, output, steps=3,
+                                                                        learning_rate="1e-2", lora=True)])
     model = trainer.model
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
@@ -204,11 +226,13 @@ def test_lora_adapters_save_reload_and_merge(tmp_path, world, base_model):
 
     # --merge_lora: the same run also writes a merged full model.
     output = tmp_path / "merged"
-    finetune(["--task", "caption", *common_flags(base_model, world, output, steps=3, learning_rate="1e-2", lora=True,
-                                                 merge_lora=True)])
+    run_finetune(["--task", "caption", *common_flags(base_model, world, output, steps=3, learning_rate="1e-2",
+                                                     lora=True, merge_lora=True)])
     adapter = PeftModel.from_pretrained(UnivalForConditionalGeneration.from_pretrained(base_model), output / "final")
     merged = UnivalForConditionalGeneration.from_pretrained(output / "final_merged")
     assert not any("lora" in n for n in param_names(merged))
+    for directory in ("final", "final_merged"):  # next to the adapter too: `save_model` writes none there
+        assert_saved_generation_config(output / directory, "caption")
     merged_processor = UnivalProcessor.from_pretrained(output / "final_merged")
     torch.testing.assert_close(logits_of(merged, merged_processor, world), logits_of(adapter, processor, world),
                                rtol=0, atol=1e-5)
@@ -217,8 +241,8 @@ def test_lora_adapters_save_reload_and_merge(tmp_path, world, base_model):
 @pytest.mark.parametrize("mode", ["linear", "freeze_towers"])
 def test_train_modules_train_only_the_chosen_parameters(tmp_path, world, base_model, mode):
     output = tmp_path / mode
-    trainer, summary = finetune(["--task", "caption", *common_flags(base_model, world, output, steps=2,
-                                                                    learning_rate="1e-2", train_modules=mode)])
+    trainer, summary = run_finetune(["--task", "caption", *common_flags(base_model, world, output, steps=2,
+                                                                        learning_rate="1e-2", train_modules=mode)])
     model = trainer.model
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     if mode == "linear":
@@ -250,12 +274,12 @@ def test_caption_trains_with_the_encouraging_loss_by_default(tmp_path, world, ba
 
     monkeypatch.setattr(training.losses, "label_smoothed_encouraging_loss", recording)
     flags = common_flags(base_model, world, tmp_path / "enc", steps=3, drop_worst_after=1, eval_strategy="no")
-    _, encouraging = finetune(["--task", "caption", *flags])
+    _, encouraging = run_finetune(["--task", "caption", *flags])
     assert encouraging["loss"] == {"type": "encouraging", "log_end": 0.75, "drop_worst_ratio": 0.05,
                                    "drop_worst_after": 1}
     assert calls == [0.0, 0.05, 0.05]  # one call per training step; evaluation uses the model's loss
     assert all(math.isfinite(loss) for loss in encouraging["losses"])
     calls.clear()
     flags = common_flags(base_model, world, tmp_path / "ls", steps=3, eval_strategy="no")
-    _, plain = finetune(["--task", "caption", "--loss", "label_smoothed", *flags])
+    _, plain = run_finetune(["--task", "caption", "--loss", "label_smoothed", *flags])
     assert plain["loss"] == {"type": "label_smoothed"} and calls == []

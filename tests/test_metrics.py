@@ -117,8 +117,17 @@ def test_cider_d_identical_candidates_reach_ten():
     assert cider_d(preds, refs)["scores"] == pytest.approx([10.0, 10.0], rel=1e-12)
     # three words: no 4-gram (k=4 contributes 0) -> 10 * 3/4
     assert cider_d(["a red car", "one dog"], [["a red car"], ["one dog"]])["scores"] == pytest.approx([7.5, 5.0])
-    # a one-image corpus has log(N) = 0: every weight is 0, so CIDEr-D is 0
-    assert cider_d(["a red car"], [["a red car"]])["cider_d"] == 0.0
+
+
+def test_cider_d_of_one_sample_is_undefined_not_zero():
+    # A one-image corpus has log(N) = 0: every weight would be 0 and any caption would score 0, a perfect one too.
+    # The metric says it cannot score rather than report a failure.
+    for prediction in ("a red car", "two blue dogs"):
+        with pytest.warns(UserWarning, match="CIDEr-D needs at least 2 samples"):
+            result = cider_d([prediction], [["a red car"]])
+        assert math.isnan(result["cider_d"]) and len(result["scores"]) == 1 and math.isnan(result["scores"][0])
+    with pytest.warns(UserWarning, match="at least 2 samples"):
+        assert math.isnan(load_metric("cider").compute(predictions=["a red car"], references=[["a red car"]])["cider_d"])
 
 
 def test_cider_d_per_sample_scores_depend_on_the_corpus():

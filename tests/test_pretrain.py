@@ -1,4 +1,5 @@
-"""training/pretrain.py end to end on a small synthetic world: stages, task balancing, resume, DDP."""
+"""training/pretrain.py (the command line) and training/stages.py end to end on a small synthetic world: stages,
+task balancing, resume, DDP, recipe changes from the command line, the generation settings saved with each stage."""
 
 import json
 import os
@@ -10,9 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT
+from generation_checks import assert_generates_without_warnings, assert_saved_generation_config
 from processing import UnivalProcessor
 from training.pretrain import run
-from training.recipe import load_recipe, parse_recipe
+from training.recipe import apply_overrides, load_recipe, parse_recipe
 
 
 TASKS_IMAGE = ["caption", "vqa", "visual_grounding", "image_text_matching"]
@@ -35,9 +37,10 @@ def write_recipe(tmp_path, world, stages, model_overrides=None, processor=None):
     return path
 
 
-def stage(name, tasks=None, steps=4, **training):
+def stage(name, tasks=None, steps=4, generation_task=None, **training):
     return {
         "name": name,
+        **({"generation_task": generation_task} if generation_task else {}),
         "datasets": [{"source": "world", **({"tasks": tasks} if tasks else {})}],
         "sampling": {"temperature": 2.0},
         "eval_max_examples": 4,
@@ -71,11 +74,44 @@ def test_recipe_validation():
     assert [s.name for s in shipped.stages] == ["image_caption", "image_text", "video_audio"]
     original = load_recipe("unival_original")
     assert original.stages[0].training["learning_rate"] == 2e-4 and original.stages[2].processor["image_size"] == 480
+    assert shipped.stages[0].generation_task == "caption"  # the default
+    with pytest.raises(ValueError, match="generation_task: unknown task 'nope'"):
+        parse_recipe({"sources": {"w": {"type": "synthetic"}},
+                      "stages": [{"datasets": [{"source": "w"}], "generation_task": "nope"}]})
+    aliased = parse_recipe({"sources": {"w": {"type": "synthetic"}},
+                            "stages": [{"datasets": [{"source": "w"}], "generation_task": "refcoco"}]})
+    assert aliased.stages[0].generation_task == "visual_grounding"
+
+
+def test_recipe_values_set_from_the_command_line():
+    """`--set KEY.PATH=VALUE`: values read as YAML, stages found by name, unknown sources / stages / keys refused."""
+    recipe = load_recipe("synthetic_tiny", ["sources.world.path=/tmp/w", "sources.world.num_examples=200",
+                                            "stages.image_text.training.max_steps=7",
+                                            "stages.video_audio.processor.image_size=64",
+                                            "stages.image_caption.generation_task=vqa"])
+    assert recipe.sources["world"]["path"] == "/tmp/w" and recipe.sources["world"]["num_examples"] == 200
+    assert recipe.stage("image_text").training["max_steps"] == 7 and recipe.stage("image_caption").training["max_steps"] == 600
+    assert recipe.stage("video_audio").processor == {"image_size": 64}
+    assert recipe.stage("image_caption").generation_task == "vqa"
+    data = {"sources": {"w": {"type": "synthetic"}}, "stages": [{"datasets": [{"source": "w"}]}]}
+    assert apply_overrides(data, ["stages.stage1.eval_split=null"])["stages"][0]["eval_split"] is None
+    assert "eval_split" not in data["stages"][0]  # a copy
+    with pytest.raises(ValueError, match="no source 'wrld'; sources: \\['world'\\]"):
+        load_recipe("synthetic_tiny", ["sources.wrld.path=/tmp/w"])
+    with pytest.raises(ValueError, match="no stage 'video'"):
+        load_recipe("synthetic_tiny", ["stages.video.training.max_steps=1"])
+    with pytest.raises(ValueError, match="expected KEY.PATH=VALUE"):
+        load_recipe("synthetic_tiny", ["sources.world.path"])
+    with pytest.raises(ValueError, match="unknown key"):
+        load_recipe("synthetic_tiny", ["stages.video_audio.steps=1"])
+    with pytest.raises(ValueError, match="not a mapping"):
+        load_recipe("synthetic_tiny", ["sources.world.path.x=1"])
 
 
 @pytest.mark.slow
 def test_two_stage_curriculum_lowers_the_loss_and_hands_weights_on(tmp_path, world):
-    recipe = write_recipe(tmp_path, world, [stage("images", TASKS_IMAGE, steps=12), stage("all", steps=3)],
+    recipe = write_recipe(tmp_path, world, [stage("images", TASKS_IMAGE, steps=12),
+                                            stage("all", steps=3, generation_task="vqa")],
                           processor={"prompt_types": {"image_text_matching": "prev_output"}})
     output = tmp_path / "run"
     summaries = run(["--recipe", str(recipe), "--output_dir", str(output), "--report_to", "none"])
@@ -85,6 +121,14 @@ def test_two_stage_curriculum_lowers_the_loss_and_hands_weights_on(tmp_path, wor
     assert saved.prompt_type_of("image_text_matching") == "prev_output" and saved.prompt_type_of("vqa") == "prev_output"
     log = json.loads((output / "images" / "final" / "stage_summary.json").read_text())
     assert set(log["realised_proportions"]) == {f"world/{t}" for t in TASKS_IMAGE}
+    # Each stage's model carries its generation task's settings (caption by default), used without a warning.
+    from training.data.synthetic import load_world
+
+    train = load_world(world, splits=["train"])["train"]
+    for name, task in (("images", "caption"), ("all", "vqa")):
+        assert_saved_generation_config(output / name / "final", task)
+        examples = [e for e in train if e["task"] == task][:2]
+        assert_generates_without_warnings(output / name / "final", examples, task)
     # Stage 2 starts from stage 1's final weights: rerunning stage 2 alone from them reproduces its result.
     first = final_weights(output, "images")
     second = final_weights(output, "all")
@@ -97,6 +141,32 @@ def test_two_stage_curriculum_lowers_the_loss_and_hands_weights_on(tmp_path, wor
     assert rerun[0]["stage"] == "all"
     # Completed stages are skipped on a restart.
     assert run(["--recipe", str(recipe), "--output_dir", str(output), "--report_to", "none"]) == []
+
+
+@pytest.mark.slow
+def test_the_embedded_recipe_runs_on_a_small_world_from_the_command_line(tmp_path):
+    """The shipped recipe on a 200-example world of its own, its stages shortened one by one, nothing copied: the
+    command line's `--set` changes the recipe, a TrainingArguments flag applies to every stage and each stage says
+    so; the output is plain lines (stderr is a pipe)."""
+    world, output = tmp_path / "world", tmp_path / "run"
+    steps = {"image_caption": 1, "image_text": 1, "video_audio": 2}
+    command = [sys.executable, str(REPO_ROOT / "training" / "pretrain.py"), "--output_dir", str(output),
+               "--set", f"sources.world.path={world}", "sources.world.num_examples=200",
+               *(f"stages.{name}.training.max_steps={count}" for name, count in steps.items()),
+               "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "no"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path,
+                            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT)))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads((world / "world.json").read_text())["config"]["num_examples"] == 200
+    for name, count in steps.items():
+        summary = json.loads((output / name / "final" / "stage_summary.json").read_text())
+        assert summary["global_step"] == count and summary["command_line"]["per_device_train_batch_size"] == 4
+        assert_saved_generation_config(output / name / "final", "caption")
+    changed = "per_device_train_batch_size = 4 from the command line (every stage), instead of the recipe's 16"
+    assert result.stdout.count(changed) == len(steps), result.stdout
+    assert "save_strategy = 'no' from the command line (every stage), instead of the package default 'steps'" in result.stdout
+    assert "report_to" not in result.stdout  # `none` is the package default
+    assert "it/s]" not in result.stderr and "\r" not in result.stderr and "\x1b[" not in result.stderr
 
 
 @pytest.mark.slow
@@ -144,6 +214,10 @@ def test_two_process_ddp_run_matches_one_process_with_the_same_global_batch(tmp_
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert (ddp_out / "mixed" / "final" / "model.safetensors").exists()
+    # No TrainingArguments is built before the stage's own (with `use_cpu`), so transformers has no cause to say
+    # that DDP is off; and stderr is a pipe here: plain lines, no progress bars.
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in result.stderr, result.stderr[-4000:]
+    assert "it/s]" not in result.stderr and "\r" not in result.stderr, result.stderr[-4000:]
 
     def summary(output):
         return json.loads((output / "mixed" / "final" / "stage_summary.json").read_text())
@@ -232,8 +306,8 @@ def test_pretraining_on_original_tsv_files_and_a_hf_dataset(tmp_path, world):
 def test_stage_datasets_follow_the_task_and_modality_filters():
     import datasets
 
-    from training.pretrain import build_stage_dataset
     from training.recipe import DatasetSelection, StageSpec
+    from training.sources import build_stage_dataset
 
     rows = {"task": ["caption", "qa_matching", "qa_matching", "audio_caption", "vqa"],
             "modality": ["image", "image", "video", "audio", "image"], "id": list("abcde")}
@@ -244,9 +318,10 @@ def test_stage_datasets_follow_the_task_and_modality_filters():
     assert sorted(data["id"]) == ["a", "b", "e"]
     chosen = StageSpec("s", [DatasetSelection("w", tasks=["qa_matching"])])
     assert build_stage_dataset(chosen, sources, "train")[1] == {"w/qa_matching": 2}
+    no_audio = StageSpec("s", [DatasetSelection("w", tasks=["audio_caption", "vqa"], modalities=["image"])])
     with pytest.raises(ValueError, match="no 'audio_caption' examples"):
-        build_stage_dataset(StageSpec("s", [DatasetSelection("w", tasks=["audio_caption"], modalities=["image"])]),
-                            sources, "train")
+        build_stage_dataset(no_audio, sources, "train")
+    assert build_stage_dataset(no_audio, sources, "train", skip_missing_tasks=True)[1] == {"w/vqa": 1}
     easy_images = StageSpec("s", [DatasetSelection("w", modalities=["image"], difficulties=[1])])
     with pytest.raises(ValueError, match="no `difficulty` column"):
         build_stage_dataset(easy_images, sources, "train")
@@ -259,7 +334,7 @@ def test_stage_datasets_follow_the_task_and_modality_filters():
 
 def test_a_world_generated_with_other_settings_is_refused(world, tmp_path):
     """A recipe must not silently train on a world of another size, seed or generator version left in its path."""
-    from training.pretrain import load_source
+    from training.sources import load_source
 
     assert len(load_source("world", {"type": "synthetic", "path": str(world), "num_examples": 80, "seed": 1})["train"])
     with pytest.raises(ValueError, match="generated with num_examples=80, seed=1, but the recipe asks for "

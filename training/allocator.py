@@ -10,6 +10,11 @@ blocks kept in the heap; 600-step runs with the defaults spent 1.5 to 3.4 minute
 PyTorch's CPU performance guide answers the same problem by preloading jemalloc or tcmalloc (`LD_PRELOAD`); setting
 glibc's own thresholds needs nothing installed and no restart. Written by hand because no library exposes
 `mallopt`.
+
+Nothing here runs on import, and the library never calls it: the training command lines do, before training
+(`training.cli.configure_process`; `--keep_freed_memory false` keeps glibc's defaults), and so may any script that
+trains on CPU. The thresholds then hold for the rest of the process: keeping up to `KEEP_BYTES` of freed memory is
+what makes the steps faster, and what a process that goes on to do other work may not want.
 """
 
 from __future__ import annotations

@@ -15,22 +15,29 @@ stages:
     sampling: {temperature: 2.0}            # or {weights: {caption: 0.5, vqa: 0.3, visual_grounding: 0.2}}
     processor: {image_size: 96}             # stage-specific processor settings (e.g. resolution)
     training: {max_steps: 300, learning_rate: 1.0e-3, per_device_train_batch_size: 16}
+    generation_task: caption                # the inference settings saved with the stage's model (the default)
   - name: video                             # starts from the previous stage's weights
     datasets: [{source: world, tasks: [caption, vqa, video_caption, video_qa]}]
 ```
 
 Relative paths in a recipe are resolved against the current directory (not the recipe file), so shipped recipes
-run from the project root and write under `outputs/`.
+run from the project root and write under `outputs/`. Any value can be changed without copying the file:
+`load_recipe(name, ["sources.world.num_examples=200", "stages.video.training.max_steps=50"])` (`apply_overrides`;
+on the command line, `training/pretrain.py --set ...`).
 """
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from processing.tasks import resolve_task
 
 
 SOURCE_TYPES = ("synthetic", "tsv", "hf")
@@ -63,6 +70,9 @@ class StageSpec:
     eval_split: str | None = "validation"
     eval_max_examples: int | None = 50  # per task: the stage's validation loss, not its generation metrics
     init_from: str | None = None  # None: previous stage (or the recipe's model for the first stage)
+    # The task whose inference settings (`processing.tasks.generation_config`) the stage's saved model carries in its
+    # generation_config.json: what a plain `generate()` of a multitask model does.
+    generation_task: str = "caption"
 
 
 @dataclass
@@ -96,24 +106,7 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
     for name, source in sources.items():
         if source.get("type") not in SOURCE_TYPES:
             raise ValueError(f"source {name!r}: type must be one of {SOURCE_TYPES}, got {source.get('type')!r}")
-    stages = []
-    for index, raw in enumerate(data.get("stages") or []):
-        where = f"stage {raw.get('name', index)!r}"
-        _require_keys(where, raw, {f.name for f in StageSpec.__dataclass_fields__.values()})
-        selections = []
-        for selection in raw.get("datasets") or []:
-            _require_keys(f"{where} dataset", selection, set(DatasetSelection.__dataclass_fields__))
-            if selection.get("source") not in sources:
-                raise ValueError(f"{where}: unknown source {selection.get('source')!r}; sources: {sorted(sources)}")
-            selections.append(DatasetSelection(**selection))
-        if not selections:
-            raise ValueError(f"{where}: no datasets")
-        _require_keys(f"{where} model", raw.get("model") or {}, set(STAGE_MODEL_FIELDS))
-        sampling = raw.get("sampling") or {}
-        _require_keys(f"{where} sampling", sampling, {"temperature", "weights"})
-        if "temperature" in sampling and "weights" in sampling:
-            raise ValueError(f"{where}: give sampling weights or a temperature, not both")
-        stages.append(StageSpec(**{**raw, "name": raw.get("name", f"stage{index + 1}"), "datasets": selections}))
+    stages = [_parse_stage(raw, index, sources) for index, raw in enumerate(data.get("stages") or [])]
     if not stages:
         raise ValueError("a recipe needs at least one stage")
     names = [stage.name for stage in stages]
@@ -129,8 +122,73 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
     )
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Loads a recipe file (.yaml/.yml/.json); a bare name loads a shipped recipe from `training/recipes/`."""
+def _parse_stage(raw: dict[str, Any], index: int, sources: dict) -> StageSpec:
+    where = f"stage {raw.get('name', index)!r}"
+    _require_keys(where, raw, {f.name for f in StageSpec.__dataclass_fields__.values()})
+    selections = []
+    for selection in raw.get("datasets") or []:
+        _require_keys(f"{where} dataset", selection, set(DatasetSelection.__dataclass_fields__))
+        if selection.get("source") not in sources:
+            raise ValueError(f"{where}: unknown source {selection.get('source')!r}; sources: {sorted(sources)}")
+        selections.append(DatasetSelection(**selection))
+    if not selections:
+        raise ValueError(f"{where}: no datasets")
+    _require_keys(f"{where} model", raw.get("model") or {}, set(STAGE_MODEL_FIELDS))
+    sampling = raw.get("sampling") or {}
+    _require_keys(f"{where} sampling", sampling, {"temperature", "weights"})
+    if "temperature" in sampling and "weights" in sampling:
+        raise ValueError(f"{where}: give sampling weights or a temperature, not both")
+    values = {**raw, "name": _stage_name(raw, index), "datasets": selections}
+    if "generation_task" in raw:
+        try:
+            values["generation_task"] = resolve_task(raw["generation_task"]).name
+        except ValueError as error:
+            raise ValueError(f"{where}: generation_task: {error}") from None
+    return StageSpec(**values)
+
+
+def apply_overrides(data: dict[str, Any], assignments: Sequence[str]) -> dict[str, Any]:
+    """A copy of the recipe dict `data` with `KEY.PATH=VALUE` assignments applied (the pretraining command line's
+    `--set`), e.g. `sources.world.path=/tmp/world`, `sources.world.num_examples=200`,
+    `stages.image_text.training.max_steps=100`. A stage is named by its `name`; VALUE is read as YAML (`200` is a
+    number, `true` a boolean, `[a, b]` a list, `{a: 1}` a mapping). The sources and stages named must exist; the
+    keys set are checked as the recipe's own are (`parse_recipe`, and each source's loader)."""
+    data = copy.deepcopy(data)
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ValueError(f"--set {assignment!r}: expected KEY.PATH=VALUE, e.g. sources.world.num_examples=200")
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            node = _override_child(node, part, parts[:depth], assignment)
+        node[parts[-1]] = yaml.safe_load(text)
+    return data
+
+
+def _override_child(node, part: str, above: list[str], assignment: str):
+    """`node[part]` for `apply_overrides` (a stage found by name); a missing mapping is created, except a source or
+    a stage: the keys set are validated with the rest of the recipe."""
+    if above == ["stages"]:
+        named = {_stage_name(stage, index): stage for index, stage in enumerate(node)}
+        if part not in named:
+            raise ValueError(f"--set {assignment!r}: the recipe has no stage {part!r}; stages: {list(named)}")
+        return named[part]
+    if above == ["sources"] and part not in node:
+        raise ValueError(f"--set {assignment!r}: the recipe has no source {part!r}; sources: {sorted(node)}")
+    child = node.setdefault(part, {})
+    if not isinstance(child, (dict, list)):
+        raise ValueError(f"--set {assignment!r}: {'.'.join(above + [part])} is {child!r}, not a mapping")
+    return child
+
+
+def _stage_name(raw: dict[str, Any], index: int) -> str:
+    return raw.get("name", f"stage{index + 1}")
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Loads a recipe file (.yaml/.yml/.json), with `apply_overrides` assignments applied; a bare name loads a shipped
+    recipe from `training/recipes/`."""
     path = Path(path)
     if not path.exists() and not path.suffix:
         for suffix in (".yaml", ".json"):
@@ -141,7 +199,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise FileNotFoundError(f"no recipe at {path}; shipped recipes: {sorted(p.stem for p in RECIPES_DIR.glob('*.yaml'))}")
     text = path.read_text()
     data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    return parse_recipe(data)
+    return parse_recipe(apply_overrides(data, overrides))
 
 
-__all__ = ["DatasetSelection", "Recipe", "StageSpec", "load_recipe", "parse_recipe"]
+__all__ = ["DatasetSelection", "Recipe", "StageSpec", "apply_overrides", "load_recipe", "parse_recipe"]

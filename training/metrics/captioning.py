@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import subprocess
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,15 +170,25 @@ def cider_d(
         CIDEr-D(c, refs) = 10 * (1/n) * sum_k (1/m) * sum_j sim_k(c, r_j)
 
     where ``l(s)`` is the COCO implementation's length: the number of bigrams of ``s`` (its word count minus one).
-    The corpus score is the plain mean of the per-sample scores. A corpus of a single sample scores 0 (log(1) = 0).
-    A candidate identical to all of its references scores 10 when it has at least n words and not all of its
-    n-grams occur in every sample's references.
+    The corpus score is the plain mean of the per-sample scores. A candidate identical to all of its references
+    scores 10 when it has at least n words and not all of its n-grams occur in every sample's references.
+
+    CIDEr-D is undefined for a corpus of one sample: every weight is log(1) - log(1) = 0, so any caption, right or
+    wrong, would score 0. Such a corpus gets NaN scores and a `UserWarning` saying so.
 
     Returns ``{"cider_d": corpus score, "scores": [per-sample scores]}``.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
     cands, refs = _prepare(predictions, references, tokenize)
+    if len(cands) < 2:
+        warnings.warn(
+            "CIDEr-D needs at least 2 samples: its n-gram weights log(N) - log(df) are all 0 for a corpus of one "
+            "sample, so it cannot tell a right caption from a wrong one. Returning NaN; score more examples.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return {"cider_d": math.nan, "scores": [math.nan] * len(cands)}
     cand_counts = [_ngrams(c, n) for c in cands]
     ref_counts = [[_ngrams(r, n) for r in rs] for rs in refs]
     df: Counter = Counter()

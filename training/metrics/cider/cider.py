@@ -30,7 +30,8 @@ Args:
     sigma: width of the Gaussian length penalty (default 6.0).
     tokenize: apply the COCO-style tokenisation (default True).
 Returns:
-    cider_d: corpus CIDEr-D (mean of the per-image scores).
+    cider_d: corpus CIDEr-D (mean of the per-image scores); NaN, with a warning, for a single image (CIDEr-D's
+        n-gram weights are all 0 over one image's references).
     scores: per-image CIDEr-D.
 Examples:
     >>> from training.metrics import load_metric

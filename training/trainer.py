@@ -1,0 +1,138 @@
+"""The `transformers.Trainer` subclasses of UnIVAL training, and the bookkeeping of the realised task mixture.
+
+- [`UnivalTrainer`]: draws training batches with a [`~training.sampling.TaskBalancedSampler`] and projects to the
+  vocabulary at the supervised positions only (pretraining, `training.stages`).
+- [`FinetuneTrainer`]: also trains with the original's encouraging loss where the task asks for it, and adds the
+  task's generation metrics to every evaluation (finetuning, `training.finetuning`).
+- [`TaskCountingCollator`] + [`TaskMixtureCallback`]: the task proportions of the batches actually built, in the logs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from transformers import Trainer, TrainerCallback
+
+from modeling_unival.modeling_unival import supervised_positions
+from training.sampling import TaskBalancedSampler
+
+
+class TaskCountingCollator:
+    """Wraps the multitask collator and counts the tasks of every batch it builds (realised task mixture)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        self.counts: Counter = Counter()
+
+    def __call__(self, examples):
+        self.counts.update(example["task"] for example in examples)
+        return self.collator(examples)
+
+
+class TaskMixtureCallback(TrainerCallback):
+    """Adds the realised task proportions (this process's batches so far) to Trainer's logs."""
+
+    def __init__(self, counter: TaskCountingCollator):
+        self.counter = counter
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        total = sum(self.counter.counts.values())
+        if logs is not None and total and "loss" in logs:
+            for task, count in sorted(self.counter.counts.items()):
+                logs[f"task_fraction/{task}"] = round(count / total, 4)
+
+
+class UnivalTrainer(Trainer):
+    """`Trainer` whose training batches are drawn by a [`TaskBalancedSampler`]."""
+
+    def __init__(self, *args, task_sampler: TaskBalancedSampler | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.task_sampler = task_sampler
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.task_sampler is not None:
+            return self.task_sampler
+        return super()._get_train_sampler(train_dataset)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not return_outputs:
+            # A training step needs the loss only: project to the vocabulary at the supervised positions only.
+            inputs = {**inputs, "return_logits": False}
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+
+class FinetuneTrainer(UnivalTrainer):
+    """`UnivalTrainer` whose evaluation also generates on (at most `generation_examples`) validation examples and adds
+    the task's metrics (`training.evaluation.score_task`) to the metrics: `eval_cider`, ..., `eval_score`."""
+
+    def __init__(self, *args, generation_collator=None, generation_examples=None, answer_examples=None,
+                 generation_overrides=None, encouraging_loss: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # {"log_end", "drop_worst_ratio", "drop_worst_after"}: train with `training.losses`' criterion
+        self.encouraging_loss = encouraging_loss
+        self.generation_collator = generation_collator
+        self.generation_examples = generation_examples
+        self.answer_examples = answer_examples
+        self.generation_overrides = generation_overrides
+        self._in_evaluate = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.encouraging_loss is None or return_outputs:  # evaluation reports the model's own loss
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        from training.losses import label_smoothed_encouraging_loss
+
+        settings = self.encouraging_loss
+        # The decoder inputs are the collator's (`labels` are not passed, so the model computes no loss of its own).
+        model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "label_weights")}
+        hidden_states = model(**model_inputs, return_logits=False).decoder_features
+        features, targets, weights = supervised_positions(hidden_states, inputs["labels"], inputs.get("label_weights"))
+        unwrapped = self.accelerator.unwrap_model(model)
+        drop = settings["drop_worst_ratio"] if self.state.global_step >= settings["drop_worst_after"] else 0.0
+        return label_smoothed_encouraging_loss(
+            unwrapped.get_output_embeddings()(features),
+            targets,
+            unwrapped.config.label_smoothing,
+            weights,
+            log_end=settings["log_end"],
+            drop_worst_ratio=drop,
+            num_items_in_batch=num_items_in_batch,
+        )
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        # Only `evaluate()` generates: `predict()` runs the same evaluation loop and must not.
+        self._in_evaluate = True
+        try:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self._in_evaluate = False
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix: str = "eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self._in_evaluate and self.generation_collator is not None and self.generation_examples:
+            output.metrics.update(self.generation_metrics(metric_key_prefix))
+        return output
+
+    def generation_metrics(self, prefix: str = "eval") -> dict[str, float]:
+        from training.evaluation import evaluate_examples
+
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        try:
+            results = evaluate_examples(model, self.generation_collator, self.generation_examples,
+                                        train_examples=self.answer_examples,
+                                        batch_size=self.args.per_device_eval_batch_size,
+                                        generation_overrides=self.generation_overrides)
+        finally:
+            model.train(was_training)
+        metrics = {}
+        for task, scores in results.items():
+            main = next(k for k in scores if not k.startswith("prior_") and k != "examples")
+            for name, value in scores.items():
+                key = "generation_examples" if name == "examples" else name
+                metrics[f"{prefix}_{key}"] = float(value)
+            metrics[f"{prefix}_score"] = float(scores[main])
+        return metrics
+
+
+__all__ = ["FinetuneTrainer", "TaskCountingCollator", "TaskMixtureCallback", "UnivalTrainer"]
