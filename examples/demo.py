@@ -77,17 +77,16 @@ def main() -> None:
     for task, example in shown.items():
         batch = next(collator.iter_generation_batches([example], 1))
         with torch.no_grad():
-            generated = model.generate(**batch.inputs, **{**batch.generation_kwargs, "num_beams": 1})
+            generated = model.generate(**batch.inputs, generation_config=batch.generation_config(num_beams=1))
+        output = processor.post_process_generation(generated, task, prompt_lengths=batch.decoder_prompt_length,
+                                                   image_sizes=[batch.references[0].get("image_size")])[0]
         if task == "visual_grounding":
-            box = processor.post_process_grounding(generated, [batch.references[0]["image_size"]])[0]["box"]
-            truth = [round(v) for v in example["boxes"][0]]
-            print(f"[demo] {task:16s} {example['text']!r}: predicted {[round(v) for v in box] if box else None}, true {truth}")
+            box = [round(v) for v in output["box"]] if output["box"] else None
+            print(f"[demo] {task:16s} {example['text']!r}: predicted {box}, true {[round(v) for v in example['boxes'][0]]}")
         elif task == "vqa":
-            answer = processor.post_process_vqa(generated, prompt_lengths=batch.decoder_prompt_length)[0]
-            print(f"[demo] {task:16s} {example['question']!r}: {answer!r} (true {example['target']!r})")
+            print(f"[demo] {task:16s} {example['question']!r}: {output!r} (true {example['target']!r})")
         else:
-            caption = processor.post_process_caption(generated)[0]
-            print(f"[demo] {task:16s} {caption!r} (true {example['target']!r})")
+            print(f"[demo] {task:16s} {output!r} (true {example['target']!r})")
     print(f"[demo] done in {time.perf_counter() - start:.0f} s; scores in {args.output_dir / 'results.json'}")
 
 

@@ -87,12 +87,12 @@ MODEL_INPUT_KEYS = (
 
 
 class GenerationBatch(NamedTuple):
-    """One `generate()` call of an evaluation: `model.generate(**batch.inputs, **batch.generation_kwargs)`.
+    """One `generate()` call of an evaluation:
+    `model.generate(**batch.inputs, generation_config=batch.generation_config())`.
 
     `task`: canonical task name; `prompt_type`: "none" or "prev_output"; `inputs`: dict of tensors (with
     `decoder_input_ids` = `<s>` + prompt for prev_output tasks); `references`: one dict per example (see
-    `UnivalMultitaskCollator.reference`); `generation_kwargs`: a copy of the task's original inference settings;
-    `decoder_prompt_length`: decoder positions before the generated tokens (1, or 1 + prompt tokens for
+    `UnivalMultitaskCollator.reference`); `decoder_prompt_length`: decoder positions before the generated tokens (1, or 1 + prompt tokens for
     prev_output), e.g. for `processor.post_process_vqa(out, prompt_lengths=batch.decoder_prompt_length)`.
     """
 
@@ -100,8 +100,14 @@ class GenerationBatch(NamedTuple):
     prompt_type: str
     inputs: dict
     references: list
-    generation_kwargs: dict
     decoder_prompt_length: int
+
+    def generation_config(self, **overrides):
+        """The original's generation settings of the batch's task, updated with `overrides` (the task registry's
+        `generation_config`: greedy overrides get neutral beam-only settings, so `generate()` does not warn)."""
+        if self.task == "mixed":
+            raise ValueError("a batch of several tasks has no generation settings of its own; pass them to generate()")
+        return task_lib.generation_config(self.task, **overrides)
 
 
 def _as_example_list(examples) -> list[dict]:
@@ -358,9 +364,8 @@ class UnivalMultitaskCollator:
         keys = MODEL_INPUT_KEYS[:6] + ("decoder_input_ids",)
         inputs = {key: torch.from_numpy(np.ascontiguousarray(encoded[key])) for key in keys if key in encoded}
         task = tasks.pop() if len(tasks) == 1 else "mixed"
-        generation = dict(task_lib.TASKS[task].generation) if task != "mixed" else {}
         references = [self.reference(example) for example in examples]
-        return GenerationBatch(task, layout, inputs, references, generation, decoder_prompt_length)
+        return GenerationBatch(task, layout, inputs, references, decoder_prompt_length)
 
     # ---------------------------------------------------------------------------------------------------------------
     # Internals
