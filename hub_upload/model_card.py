@@ -19,7 +19,7 @@ writes `directory/README.md` for a directory that `save_pretrained` has already 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -65,34 +65,53 @@ _TOWER_TAGS = {"image": "image-to-text", "video": "video-text-to-text", "audio":
 # --------------------------------------------------------------------------------------------------------------------
 # Architecture facts
 # --------------------------------------------------------------------------------------------------------------------
-def _image_tower_name(config: UnivalConfig) -> str:
-    image = config.image_config
-    for name, depths in RESNET_DEPTHS.items():
-        if tuple(image.depths) == depths and tuple(image.hidden_sizes) == (256, 512, 1024, 2048):
-            return f"ResNet-{name.removeprefix('resnet')}"
-    return f"ResNet, depths {tuple(image.depths)}, widths {tuple(image.hidden_sizes)}"
+#: The image towers the original offers: its ResNet depths, at the standard widths.
+_RESNET_PRESETS = {
+    name: {"depths": depths, "hidden_sizes": (256, 512, 1024, 2048)} for name, depths in RESNET_DEPTHS.items()
+}
 
 
-def _video_tower_name(config: UnivalConfig) -> str:
-    video = config.video_config
-    if video is None:
+def _preset_of(tower, presets: dict[str, dict]) -> str | None:
+    """The name of the first of `presets` (name -> fields) whose every field the tower config `tower` has, or None.
+    Lists compare as tuples: a config holds lists, the presets tuples."""
+    for name, preset in presets.items():
+        ours = {key: getattr(tower, key) for key in preset}
+        if all((tuple(value) if isinstance(value, list) else value) == preset[key] for key, value in ours.items()):
+            return name
+    return None
+
+
+#: Per modality: the original's presets of that tower, its table line when it is one of them (from the tower config
+#: and the preset's name) and its line otherwise (its shape).
+_TOWER_LINES: dict[str, tuple[dict[str, dict], Callable[[object, str], str], Callable[[object], str]]] = {
+    "image": (
+        _RESNET_PRESETS,
+        lambda image, name: f"ResNet-{name.removeprefix('resnet')}",
+        lambda image: f"ResNet, depths {tuple(image.depths)}, widths {tuple(image.hidden_sizes)}",
+    ),
+    "video": (
+        RESNEXT3D_PRESETS,
+        lambda video, name: f"3D ResNeXt `{name}`, {len(video.depths)} stages",
+        lambda video: f"3D ResNeXt, depths {tuple(video.depths)}, widths {tuple(video.hidden_sizes)}",
+    ),
+    "audio": (
+        PANN_PRESETS,
+        lambda audio, name: (
+            f"PANN {name.capitalize()}, {audio.sample_rate} Hz, hop {audio.hop_length}, {audio.num_mel_bins} mel"
+        ),
+        lambda audio: f"PANN-style CNN ({audio.block_type}, widths {tuple(audio.hidden_sizes)})",
+    ),
+}
+
+
+def _tower_name(config: UnivalConfig, modality: str) -> str:
+    """The architecture table's line of a tower: "none" when the checkpoint has no such tower."""
+    tower = getattr(config, f"{modality}_config")
+    if tower is None:
         return "none"
-    for name, preset in RESNEXT3D_PRESETS.items():
-        if (tuple(video.depths), tuple(video.hidden_sizes)) == (preset["depths"], preset["hidden_sizes"]):
-            return f"3D ResNeXt `{name}`, {len(video.depths)} stages"
-    return f"3D ResNeXt, depths {tuple(video.depths)}, widths {tuple(video.hidden_sizes)}"
-
-
-def _audio_tower_name(config: UnivalConfig) -> str:
-    audio = config.audio_config
-    if audio is None:
-        return "none"
-    ours = {"block_type": audio.block_type, "hidden_sizes": tuple(audio.hidden_sizes),
-            "pool_sizes": tuple(audio.pool_sizes)}
-    for name, preset in PANN_PRESETS.items():
-        if ours == preset:
-            return f"PANN {name.capitalize()}, {audio.sample_rate} Hz, hop {audio.hop_length}, {audio.num_mel_bins} mel"
-    return f"PANN-style CNN ({audio.block_type}, widths {ours['hidden_sizes']})"
+    presets, preset_line, other_line = _TOWER_LINES[modality]
+    name = _preset_of(tower, presets)
+    return other_line(tower) if name is None else preset_line(tower, name)
 
 
 def _architecture_rows(config: UnivalConfig) -> list[tuple[str, str, bool]]:
@@ -105,9 +124,9 @@ def _architecture_rows(config: UnivalConfig) -> list[tuple[str, str, bool]]:
         ("FFN width", f"{config.encoder_ffn_dim} / {config.decoder_ffn_dim}", True),
         ("vocabulary", str(config.vocab_size), True),
         ("bucket sizes (token / image)", f"{config.token_bucket_size} / {config.image_bucket_size}", True),
-        ("image tower", _image_tower_name(config), True),
-        ("video tower", _video_tower_name(config), config.video_config is not None),
-        ("audio tower", _audio_tower_name(config), config.audio_config is not None),
+        ("image tower", _tower_name(config, "image"), True),
+        ("video tower", _tower_name(config, "video"), config.video_config is not None),
+        ("audio tower", _tower_name(config, "audio"), config.audio_config is not None),
     ]
 
 

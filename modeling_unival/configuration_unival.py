@@ -42,6 +42,23 @@ RESNET_DEPTHS = {
 }
 
 
+def _store_as_lists(config: PreTrainedConfig, *names: str) -> None:
+    """Stores the per-stage fields `names` of a tower config as lists: JSON gives lists back, so a config must hold
+    lists to compare equal to itself saved and reloaded."""
+    for name in names:
+        setattr(config, name, list(getattr(config, name)))
+
+
+def _check_one_entry_per_stage(config: PreTrainedConfig, first: str, second: str) -> None:
+    """The per-stage fields `first` and `second` of a tower config describe the same stages: a longer one would
+    silently lose its extra entries."""
+    first_value, second_value = getattr(config, first), getattr(config, second)
+    if len(first_value) != len(second_value):
+        raise ValueError(
+            f"{config.base_config_key}: {first} ({first_value}) and {second} ({second_value}) must have the same length"
+        )
+
+
 @strict
 class UnivalVideoConfig(PreTrainedConfig):
     r"""
@@ -77,15 +94,11 @@ class UnivalVideoConfig(PreTrainedConfig):
     batch_norm_eps: float = 1e-5
 
     def __post_init__(self, **kwargs):
-        self.hidden_sizes = list(self.hidden_sizes)
-        self.depths = list(self.depths)
+        _store_as_lists(self, "hidden_sizes", "depths")
         super().__post_init__(**kwargs)
 
     def validate_architecture(self):
-        if len(self.hidden_sizes) != len(self.depths):
-            raise ValueError(
-                f"video_config: hidden_sizes ({self.hidden_sizes}) and depths ({self.depths}) must have the same length"
-            )
+        _check_one_entry_per_stage(self, "hidden_sizes", "depths")
         for size in self.hidden_sizes:
             planes = size // self.expansion
             if planes < 32 or self.cardinality * (planes // 32) <= 0:
@@ -140,18 +153,13 @@ class UnivalAudioConfig(PreTrainedConfig):
     dropout: float | int = 0.2
 
     def __post_init__(self, **kwargs):
-        self.hidden_sizes = list(self.hidden_sizes)
-        self.pool_sizes = list(self.pool_sizes)
+        _store_as_lists(self, "hidden_sizes", "pool_sizes")
         super().__post_init__(**kwargs)
 
     def validate_architecture(self):
         if self.block_type not in self.block_types:
             raise ValueError(f"audio_config: block_type must be one of {self.block_types}, got {self.block_type!r}")
-        if len(self.hidden_sizes) != len(self.pool_sizes):
-            raise ValueError(
-                f"audio_config: hidden_sizes ({self.hidden_sizes}) and pool_sizes ({self.pool_sizes}) "
-                "must have the same length"
-            )
+        _check_one_entry_per_stage(self, "hidden_sizes", "pool_sizes")
 
     @property
     def output_size(self) -> int:

@@ -295,7 +295,32 @@ class UnivalFeedForward(nn.Module):
         return self.fc2(hidden_states)
 
 
-class UnivalEncoderLayer(GradientCheckpointingLayer):
+class UnivalResidualLayer(GradientCheckpointingLayer):
+    """What the encoder and decoder layers share: how a branch (an attention or the feed-forward) rejoins the
+    residual stream. Subclasses set `dropout`, `drop_path`, `mlp`, `final_layer_norm` and `w_resid`."""
+
+    def _rejoin(
+        self,
+        residual: torch.Tensor,
+        branch: torch.Tensor,
+        branch_norm: nn.Module | None = None,
+        residual_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """NormFormer's LayerNorm on the branch output (`branch_norm`, with `scale_attn`), dropout, then the residual
+        (times `residual_scale`, with `scale_resids`) plus the drop-path'ed branch."""
+        if branch_norm is not None:
+            branch = branch_norm(branch)
+        branch = nn.functional.dropout(branch, p=self.dropout, training=self.training)
+        if residual_scale is not None:
+            residual = residual * residual_scale
+        return residual + self.drop_path(branch)
+
+    def _feed_forward_branch(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The last sub-block of every layer: pre-LN feed-forward, rejoined with the `w_resid`-scaled residual."""
+        return self._rejoin(hidden_states, self.mlp(self.final_layer_norm(hidden_states)), residual_scale=self.w_resid)
+
+
+class UnivalEncoderLayer(UnivalResidualLayer):
     """Pre-LN block: self-attention (+ NormFormer LN), then feed-forward; each branch with dropout and drop-path."""
 
     def __init__(self, config: UnivalConfig, drop_path_rate: float):
@@ -311,22 +336,12 @@ class UnivalEncoderLayer(GradientCheckpointingLayer):
         self.drop_path = UnivalDropPath(drop_path_rate)
 
     def forward(self, hidden_states: torch.Tensor, attention_bias: torch.Tensor, **kwargs) -> torch.Tensor:
-        residual = hidden_states
-        hidden_states, _ = self.self_attn(self.self_attn_layer_norm(hidden_states), attention_bias, **kwargs)
-        if self.attn_ln is not None:
-            hidden_states = self.attn_ln(hidden_states)
-        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
-        hidden_states = residual + self.drop_path(hidden_states)
-
-        residual = hidden_states
-        hidden_states = self.mlp(self.final_layer_norm(hidden_states))
-        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
-        if self.w_resid is not None:
-            residual = residual * self.w_resid
-        return residual + self.drop_path(hidden_states)
+        attention, _ = self.self_attn(self.self_attn_layer_norm(hidden_states), attention_bias, **kwargs)
+        hidden_states = self._rejoin(hidden_states, attention, self.attn_ln)
+        return self._feed_forward_branch(hidden_states)
 
 
-class UnivalDecoderLayer(GradientCheckpointingLayer):
+class UnivalDecoderLayer(UnivalResidualLayer):
     """Pre-LN block: causal self-attention, cross-attention over the encoder, feed-forward (NormFormer LNs after
     both attentions)."""
 
@@ -354,34 +369,19 @@ class UnivalDecoderLayer(GradientCheckpointingLayer):
         cache: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        residual = hidden_states
-        hidden_states, _ = self.self_attn(
+        attention, _ = self.self_attn(
             self.self_attn_layer_norm(hidden_states), self_attention_bias, cache=cache, **kwargs
         )
-        if self.self_attn_ln is not None:
-            hidden_states = self.self_attn_ln(hidden_states)
-        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
-        hidden_states = residual + self.drop_path(hidden_states)
-
-        residual = hidden_states
-        hidden_states, _ = self.encoder_attn(
+        hidden_states = self._rejoin(hidden_states, attention, self.self_attn_ln)
+        attention, _ = self.encoder_attn(
             self.encoder_attn_layer_norm(hidden_states),
             cross_attention_bias,
             key_value_states=encoder_hidden_states,
             cache=cache,
             **kwargs,
         )
-        if self.cross_attn_ln is not None:
-            hidden_states = self.cross_attn_ln(hidden_states)
-        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
-        hidden_states = residual + self.drop_path(hidden_states)
-
-        residual = hidden_states
-        hidden_states = self.mlp(self.final_layer_norm(hidden_states))
-        hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
-        if self.w_resid is not None:
-            residual = residual * self.w_resid
-        return residual + self.drop_path(hidden_states)
+        hidden_states = self._rejoin(hidden_states, attention, self.cross_attn_ln)
+        return self._feed_forward_branch(hidden_states)
 
 
 class UnivalImageTower(nn.Module):

@@ -10,7 +10,18 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import logging
 
 from .constants import AUDIO_MAX_SAMPLES, AUDIO_SAMPLING_RATE, INT16_MAX
-from .media_io import check_bytes, check_file, describe, is_array_like, is_bytes, is_path, to_numpy, wrong_modality_hint
+from .media_io import (
+    call_generator,
+    check_bytes,
+    check_file,
+    describe,
+    each_input,
+    is_array_like,
+    is_bytes,
+    is_path,
+    to_numpy,
+    wrong_modality_hint,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -239,14 +250,10 @@ class UnivalFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-        if generator is None and seed is not None:
-            generator = np.random.default_rng(seed)
+        generator = call_generator(generator, seed)
 
-        items = self._as_audio_list(audio)
         values = []
-        for index, item in enumerate(items):
-            if item is None:
-                raise ValueError(f"audio {index} is None")
+        for item in each_input(self._as_audio_list(audio), "audio"):
             waveform = self.load_waveform(item, sampling_rate)
             if self.do_int16_round_trip:
                 waveform = int16_round_trip(waveform)

@@ -16,6 +16,7 @@ from .media_io import (
     check_bytes,
     check_file,
     describe,
+    each_input,
     is_array_like,
     is_bytes,
     is_path,
@@ -186,9 +187,7 @@ class UnivalImageProcessor(PilBackend):
         image_list = _as_image_list(images)
         if not image_list:
             raise ValueError("no image given")
-        for index, image in enumerate(image_list):
-            if image is None:
-                raise ValueError(f"image {index} is None")
+        image_list = list(each_input(image_list, "image"))  # every image present before any is read
         return [self.process_image(image, do_convert_rgb=do_convert_rgb) for image in image_list]
 
     def process_image(self, image, do_convert_rgb: bool | None = None, **kwargs) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Small helpers shared by the UnIVAL processors to accept files, bytes and arrays with clear errors."""
+"""Small helpers shared by the UnIVAL processors to accept files, bytes and arrays with clear errors, and batches of
+them."""
 
 from __future__ import annotations
 
@@ -87,10 +88,29 @@ def is_array_like(value) -> bool:
     return isinstance(value, np.ndarray) or type(value).__module__.startswith("torch")
 
 
+def call_generator(generator: np.random.Generator | None, seed: int | None) -> np.random.Generator | None:
+    """The randomness of one processor call: `generator` when given, else a generator seeded with `seed`, else None
+    (the processor then draws from fresh entropy)."""
+    if generator is None and seed is not None:
+        return np.random.default_rng(seed)
+    return generator
+
+
+def each_input(items, kind: str):
+    """The inputs of a batch, in order, raising a `ValueError` that names the position of a None one (a sample whose
+    `kind` is missing) when the iteration reaches it, so that the inputs before it are read first as before."""
+    for index, item in enumerate(items):
+        if item is None:
+            raise ValueError(f"{kind} {index} is None")
+        yield item
+
+
 __all__ = [
+    "call_generator",
     "check_bytes",
     "check_file",
     "describe",
+    "each_input",
     "is_array_like",
     "is_bytes",
     "is_path",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -62,45 +62,32 @@ def _is_frame(value) -> bool:
     return isinstance(value, Image.Image) or (is_array_like(value) and to_numpy(value).ndim == 3)
 
 
-def _split_images(images):
-    if images is None:
+def _is_sample(value) -> bool:
+    return isinstance(value, numbers.Number)
+
+
+def _split_media(value, batch_ndim: int | None = None, is_part: Callable[[object], bool] | None = None):
+    """One modality's input as None, a `_Single` item or a per-sample list. A list is per sample, unless all its
+    entries are parts of one item (`is_part`: the frames of a video, the samples of a waveform); an array of
+    `batch_ndim` dimensions is a batch, one item per row."""
+    if value is None:
         return None
-    if isinstance(images, (list, tuple)):
-        return list(images)
-    if is_array_like(images) and to_numpy(images).ndim == 4:
-        return list(to_numpy(images))
-    return _Single(images)
-
-
-def _split_videos(videos):
-    if videos is None:
-        return None
-    if isinstance(videos, (list, tuple)):
-        if videos and all(_is_frame(v) for v in videos):
-            return _Single(list(videos))  # one video given as its frames
-        return list(videos)
-    if is_array_like(videos) and to_numpy(videos).ndim == 5:
-        return list(to_numpy(videos))
-    return _Single(videos)
-
-
-def _split_audio(audio):
-    if audio is None:
-        return None
-    if isinstance(audio, (list, tuple)):
-        if audio and all(isinstance(v, numbers.Number) for v in audio):
-            return _Single(list(audio))  # one waveform given as a list of samples
-        return list(audio)
-    return _Single(audio)
+    if isinstance(value, (list, tuple)):
+        if is_part is not None and value and all(is_part(v) for v in value):
+            return _Single(list(value))
+        return list(value)
+    if batch_ndim is not None and is_array_like(value) and to_numpy(value).ndim == batch_ndim:
+        return list(to_numpy(value))
+    return _Single(value)
 
 
 def _split_inputs(text, images, videos, audio, targets, label_weights) -> dict:
     """Each input as one entry per sample (or `None` when not given), by name."""
     return {
         "text": _split_text(text, "text"),
-        "images": _split_images(images),
-        "videos": _split_videos(videos),
-        "audio": _split_audio(audio),
+        "images": _split_media(images, batch_ndim=4),
+        "videos": _split_media(videos, batch_ndim=5, is_part=_is_frame),
+        "audio": _split_media(audio, is_part=_is_sample),
         "targets": _split_text(targets, "targets"),
         "label_weights": _split_label_weights(label_weights),
     }

@@ -15,9 +15,11 @@ from transformers.video_processing_utils import VideoProcessorMixin
 
 from .constants import DEFAULT_NUM_FRAMES, DEFAULT_VIDEO_CROP_SIZE, IMAGE_MEAN, IMAGE_STD, RESCALE_FACTOR
 from .media_io import (
+    call_generator,
     check_bytes,
     check_file,
     describe,
+    each_input,
     is_array_like,
     is_bytes,
     is_path,
@@ -383,13 +385,9 @@ class UnivalVideoProcessor(VideoProcessorMixin, PilBackend):
         """Process one video or a list of videos (see the class docstring). Options given here override the
         processor's settings for this call. `seed` / `generator` drive `do_sample_frames="random"`."""
         options = self._resolve(kwargs)
-        if generator is None and seed is not None:
-            generator = np.random.default_rng(seed)
-        video_list = self._as_video_list(videos)
+        generator = call_generator(generator, seed)
         outputs = []
-        for index, video in enumerate(video_list):
-            if video is None:
-                raise ValueError(f"video {index} is None")
+        for video in each_input(self._as_video_list(videos), "video"):
             frames = self.load_frames(video, options["num_frames"], options["do_sample_frames"], generator)
             outputs.append(self._transform(frames, options))
         shapes = {v.shape for v in outputs}

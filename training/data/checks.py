@@ -332,21 +332,37 @@ def _check_answers(ex: dict) -> None:
         _fail(f"target {ex['target']!r} is not the highest-confidence answer of {list(zip(answers, confs))}")
 
 
-def check_caption(ex, root=None):
-    objs = image_objects(ex, root)
-    for cap in [ex["target"]] + list(ex["answers"]):
-        problem = semantics.caption_problem(_parse(vocab.parse_caption, cap, "caption"), objs)
+def _check_captions(ex: dict, parse: Callable, what: str, problem_of: Callable) -> None:
+    """Every caption of ``ex`` (the target, then the reference answers) must be a ``what`` of the grammar (``parse``)
+    of which ``problem_of`` finds nothing false."""
+    for caption in [ex["target"]] + list(ex["answers"]):
+        problem = problem_of(_parse(parse, caption, what))
         if problem:
             _fail(problem)
+
+
+def _check_answer(ex: dict, truth: str, media: str) -> None:
+    """A question's target must be the answer its ``media`` gives (``truth``), and the best of its answers."""
+    if truth != ex["target"]:
+        _fail(f"answer {ex['target']!r} but the {media} says {truth!r}")
+    _check_answers(ex)
+
+
+def _check_match_label(ex: dict, true: bool, media: str) -> None:
+    """A text-matching example's target must say (yes / no) whether its text is ``true`` of its ``media``."""
+    if ex["target"] != ("yes" if true else "no"):
+        _fail(f"label {ex['target']!r} but {ex['text']!r} is {'true' if true else 'false'} of the {media}")
+
+
+def check_caption(ex, root=None):
+    objs = image_objects(ex, root)
+    _check_captions(ex, vocab.parse_caption, "caption", lambda claim: semantics.caption_problem(claim, objs))
 
 
 def check_vqa(ex, root=None):
     objs = image_objects(ex, root)
     q = _parse(vocab.parse_question, ex["question"], "question")
-    truth = semantics.answer_question(q, objs)
-    if truth != ex["target"]:
-        _fail(f"answer {ex['target']!r} but the image says {truth!r}")
-    _check_answers(ex)
+    _check_answer(ex, semantics.answer_question(q, objs), "image")
 
 
 def check_qa_matching(ex, root=None):
@@ -391,8 +407,7 @@ def check_image_text_matching(ex, root=None):
         true = semantics.caption_problem(claim, objs) is None
     except Undefined:
         true = False
-    if ex["target"] != ("yes" if true else "no"):
-        _fail(f"label {ex['target']!r} but {ex['text']!r} is {'true' if true else 'false'} of the image")
+    _check_match_label(ex, true, "image")
 
 
 def check_visual_entailment(ex, root=None):
@@ -409,42 +424,31 @@ def check_visual_entailment(ex, root=None):
 
 def check_video_caption(ex, root=None):
     events = video_events(ex, root)
-    for cap in [ex["target"]] + list(ex["answers"]):
-        problem = semantics.video_caption_problem(*_parse(vocab.parse_video_caption, cap, "video caption"), events)
-        if problem:
-            _fail(problem)
+    _check_captions(ex, vocab.parse_video_caption, "video caption",
+                    lambda clauses: semantics.video_caption_problem(*clauses, events))
 
 
 def check_video_qa(ex, root=None):
     qtype, ref = _parse(vocab.parse_video_question, ex["question"], "video question")
-    truth = semantics.answer_video_question(qtype, ref, video_events(ex, root))
-    if truth != ex["target"]:
-        _fail(f"answer {ex['target']!r} but the video says {truth!r}")
-    _check_answers(ex)
+    _check_answer(ex, semantics.answer_video_question(qtype, ref, video_events(ex, root)), "video")
 
 
 def check_video_text_matching(ex, root=None):
     events = video_events(ex, root)
     parsed = _parse(vocab.parse_video_caption, ex["text"], "video caption")
-    true = semantics.video_caption_problem(*parsed, events) is None
-    if ex["target"] != ("yes" if true else "no"):
-        _fail(f"label {ex['target']!r} but {ex['text']!r} is {'true' if true else 'false'} of the video")
+    _check_match_label(ex, semantics.video_caption_problem(*parsed, events) is None, "video")
 
 
 def check_audio_caption(ex, root=None):
     actual = audio_groups_of(ex, root)
-    for cap in [ex["target"]] + list(ex["answers"]):
-        problem = semantics.audio_caption_problem(_parse(vocab.parse_audio_caption, cap, "audio caption"), actual)
-        if problem:
-            _fail(problem)
+    _check_captions(ex, vocab.parse_audio_caption, "audio caption",
+                    lambda groups: semantics.audio_caption_problem(groups, actual))
 
 
 def check_audio_text_matching(ex, root=None):
     actual = audio_groups_of(ex, root)
     claimed = _parse(vocab.parse_audio_caption, ex["text"], "audio caption")
-    true = semantics.audio_caption_problem(claimed, actual) is None
-    if ex["target"] != ("yes" if true else "no"):
-        _fail(f"label {ex['target']!r} but {ex['text']!r} is {'true' if true else 'false'} of the clip")
+    _check_match_label(ex, semantics.audio_caption_problem(claimed, actual) is None, "clip")
 
 
 CHECKERS: dict[str, Callable] = {

@@ -514,6 +514,19 @@ def _hypothesis(rng: np.random.Generator, objs: Sequence[Obj], label: str) -> vo
     raise WorldError(f"could not build a {label!r} hypothesis")
 
 
+def _per_task_examples(tasks: Sequence[str], example: Callable[[str], dict]) -> list[dict]:
+    """A scene's examples: `example(task)` for each task in order, `PER_SCENE[task]` times (default once), each
+    tagged with its task. `example` draws from the scene's random generator, so the order of the calls is part of
+    the world's content."""
+    out = []
+    for task in tasks:
+        for _ in range(PER_SCENE.get(task, 1)):
+            ex = example(task)
+            ex["task"] = task
+            out.append(ex)
+    return out
+
+
 def _image_examples(rng: np.random.Generator, cfg: WorldConfig, scene: dict, level: int,
                     tasks: Sequence[str]) -> list[dict]:
     objs = _image_objs(scene)
@@ -521,7 +534,6 @@ def _image_examples(rng: np.random.Generator, cfg: WorldConfig, scene: dict, lev
     for c in captions:  # self-consistency of the generator
         assert semantics.caption_problem(vocab.parse_caption(c), objs) is None, c
     base = {"num_objects": len(objs)}
-    out: list[dict] = []
 
     def question(qtypes: Sequence[str]):
         for k in rng.permutation(len(qtypes)):
@@ -532,46 +544,42 @@ def _image_examples(rng: np.random.Generator, cfg: WorldConfig, scene: dict, lev
                 return q, ans, pool
         raise WorldError("no question applies")
 
-    for task in tasks:
-        for k in range(PER_SCENE.get(task, 1)):
-            if task == "caption":
-                ex = dict(target=captions[0], answers=captions, metadata=base)
-            elif task == "vqa":
-                q, ans, pool = question(vocab.QUESTION_TYPES)
-                answers, confs, votes = _annotate(rng, ans, pool, level)
-                ex = dict(question=vocab.render_question(q), target=ans, answers=answers, answer_confidences=confs,
-                          metadata=base | {"question_type": q.qtype, "annotator_answers": votes})
-            elif task == "qa_matching":
-                q, ans, pool = question(vocab.QUESTION_TYPES)
-                yes = rng.random() < 0.5
-                cand = ans if yes else str(_choice(rng, pool))
-                ex = dict(question=vocab.render_question(q), text=cand, target="yes" if yes else "no",
-                          metadata=base | {"question_type": q.qtype})
-            elif task == "visual_grounding":
-                o = _choice(rng, objs)
-                ex = dict(text=vocab.referring_expression(unique_ref(rng, o, objs)), boxes=[list(o.box)],
-                          metadata=base)
-            elif task == "grounded_caption":
-                o = _choice(rng, objs)
-                ex = dict(boxes=[list(o.box)], target=vocab.region_phrase(o.size, o.colour, o.shape), metadata=base)
-            elif task == "image_text_matching":
-                if rng.random() < 0.5:
-                    ex = dict(text=_choice(rng, captions), target="yes", metadata=base | {"negative": None})
-                else:
-                    cap, kind = _matching_negative(rng, cfg, level, "image",
-                                                   lambda: _negative_caption(rng, objs, cfg.image_size),
-                                                   lambda c: _image_caption_is_false(c, objs))
-                    ex = dict(text=cap, target="no", metadata=base | {"negative": kind})
-            elif task == "visual_entailment":
-                label = str(_choice(rng, ("yes", "no", "maybe")))
-                h = _hypothesis(rng, objs, label)
-                ex = dict(text=vocab.render_hypothesis(h), premise=captions[0], target=label,
-                          metadata=base | {"hypothesis_type": h.htype})
-            else:
-                raise ValueError(task)
-            ex["task"] = task
-            out.append(ex)
-    return out
+    def example(task: str) -> dict:
+        if task == "caption":
+            return dict(target=captions[0], answers=captions, metadata=base)
+        if task == "vqa":
+            q, ans, pool = question(vocab.QUESTION_TYPES)
+            answers, confs, votes = _annotate(rng, ans, pool, level)
+            return dict(question=vocab.render_question(q), target=ans, answers=answers, answer_confidences=confs,
+                        metadata=base | {"question_type": q.qtype, "annotator_answers": votes})
+        if task == "qa_matching":
+            q, ans, pool = question(vocab.QUESTION_TYPES)
+            yes = rng.random() < 0.5
+            cand = ans if yes else str(_choice(rng, pool))
+            return dict(question=vocab.render_question(q), text=cand, target="yes" if yes else "no",
+                        metadata=base | {"question_type": q.qtype})
+        if task == "visual_grounding":
+            o = _choice(rng, objs)
+            return dict(text=vocab.referring_expression(unique_ref(rng, o, objs)), boxes=[list(o.box)],
+                        metadata=base)
+        if task == "grounded_caption":
+            o = _choice(rng, objs)
+            return dict(boxes=[list(o.box)], target=vocab.region_phrase(o.size, o.colour, o.shape), metadata=base)
+        if task == "image_text_matching":
+            if rng.random() < 0.5:
+                return dict(text=_choice(rng, captions), target="yes", metadata=base | {"negative": None})
+            cap, kind = _matching_negative(rng, cfg, level, "image",
+                                           lambda: _negative_caption(rng, objs, cfg.image_size),
+                                           lambda c: _image_caption_is_false(c, objs))
+            return dict(text=cap, target="no", metadata=base | {"negative": kind})
+        if task == "visual_entailment":
+            label = str(_choice(rng, ("yes", "no", "maybe")))
+            h = _hypothesis(rng, objs, label)
+            return dict(text=vocab.render_hypothesis(h), premise=captions[0], target=label,
+                        metadata=base | {"hypothesis_type": h.htype})
+        raise ValueError(task)
+
+    return _per_task_examples(tasks, example)
 
 
 # ====================================================================================================================
@@ -773,34 +781,29 @@ def _video_examples(rng: np.random.Generator, cfg: WorldConfig, scene: dict, lev
                 return vocab.render_video_question(qtypes[k], ref), qtypes[k], ans, pool
         raise WorldError("no video question applies")
 
-    out = []
-    for task in tasks:
-        for _ in range(PER_SCENE.get(task, 1)):
-            if task == "video_caption":
-                ex = dict(target=captions[0], answers=captions, metadata=base)
-            elif task == "video_qa":
-                q, qtype, ans, pool = question()
-                answers, confs, votes = _annotate(rng, ans, pool, level)
-                ex = dict(question=q, target=ans, answers=answers, answer_confidences=confs,
-                          metadata=base | {"question_type": qtype, "annotator_answers": votes})
-            elif task == "qa_matching":
-                q, qtype, ans, pool = question()
-                yes = rng.random() < 0.5
-                ex = dict(question=q, text=ans if yes else str(_choice(rng, pool)), target="yes" if yes else "no",
-                          metadata=base | {"question_type": qtype})
-            elif task == "video_text_matching":
-                if rng.random() < 0.5:
-                    ex = dict(text=_choice(rng, captions), target="yes", metadata=base | {"negative": None})
-                else:
-                    cap, kind = _matching_negative(rng, cfg, level, "video",
-                                                   lambda: _negative_video_caption(rng, scene, events),
-                                                   lambda c: _video_caption_is_false(c, events))
-                    ex = dict(text=cap, target="no", metadata=base | {"negative": kind})
-            else:
-                raise ValueError(task)
-            ex["task"] = task
-            out.append(ex)
-    return out
+    def example(task: str) -> dict:
+        if task == "video_caption":
+            return dict(target=captions[0], answers=captions, metadata=base)
+        if task == "video_qa":
+            q, qtype, ans, pool = question()
+            answers, confs, votes = _annotate(rng, ans, pool, level)
+            return dict(question=q, target=ans, answers=answers, answer_confidences=confs,
+                        metadata=base | {"question_type": qtype, "annotator_answers": votes})
+        if task == "qa_matching":
+            q, qtype, ans, pool = question()
+            yes = rng.random() < 0.5
+            return dict(question=q, text=ans if yes else str(_choice(rng, pool)), target="yes" if yes else "no",
+                        metadata=base | {"question_type": qtype})
+        if task == "video_text_matching":
+            if rng.random() < 0.5:
+                return dict(text=_choice(rng, captions), target="yes", metadata=base | {"negative": None})
+            cap, kind = _matching_negative(rng, cfg, level, "video",
+                                           lambda: _negative_video_caption(rng, scene, events),
+                                           lambda c: _video_caption_is_false(c, events))
+            return dict(text=cap, target="no", metadata=base | {"negative": kind})
+        raise ValueError(task)
+
+    return _per_task_examples(tasks, example)
 
 
 # ====================================================================================================================
@@ -898,23 +901,19 @@ def _audio_examples(rng: np.random.Generator, cfg: WorldConfig, scene: dict, lev
     caption = vocab.render_audio_caption(groups)
     assert vocab.parse_audio_caption(caption) == groups
     base = {"num_events": len(scene["events"])}
-    out = []
-    for task in tasks:
+    def example(task: str) -> dict:
         if task == "audio_caption":
-            ex = dict(target=caption, metadata=base)
-        elif task == "audio_text_matching":
+            return dict(target=caption, metadata=base)
+        if task == "audio_text_matching":
             if rng.random() < 0.5:
-                ex = dict(text=caption, target="yes", metadata=base | {"negative": None})
-            else:
-                # audio captions are canonical: another caption describes other sounds
-                cap, kind = _matching_negative(rng, cfg, level, "audio", lambda: _negative_audio_caption(rng, groups),
-                                               lambda c: c != caption)
-                ex = dict(text=cap, target="no", metadata=base | {"negative": kind})
-        else:
-            raise ValueError(task)
-        ex["task"] = task
-        out.append(ex)
-    return out
+                return dict(text=caption, target="yes", metadata=base | {"negative": None})
+            # audio captions are canonical: another caption describes other sounds
+            cap, kind = _matching_negative(rng, cfg, level, "audio", lambda: _negative_audio_caption(rng, groups),
+                                           lambda c: c != caption)
+            return dict(text=cap, target="no", metadata=base | {"negative": kind})
+        raise ValueError(task)
+
+    return _per_task_examples(tasks, example)
 
 
 def _render_audio_scene(scene: dict, cfg: WorldConfig) -> np.ndarray:

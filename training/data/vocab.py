@@ -18,8 +18,9 @@ Semantics (used by the generator *and* enforced by the checkers):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 # --------------------------------------------------------------------------------------------------------------------
 # Visual vocabulary
@@ -227,6 +228,52 @@ def parse_caption(text: str) -> Optional[CaptionClaim]:
 # Image questions (VQA) and visual-entailment hypotheses
 # --------------------------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Form:
+    """One sentence form of a grammar, written and read in one place: ``render`` writes it from a :class:`Question`
+    / :class:`Hypothesis`, ``pattern`` reads it back and ``fields`` say how (field name -> function of the match; a
+    referring expression that refers to nothing gives None, which rejects the text). ``article``: the groups
+    (determiner, the word after it) that must agree, ``"a"`` / ``"an"``."""
+
+    kind: str
+    render: Callable[[Any], str]
+    pattern: re.Pattern
+    fields: dict[str, Callable[[re.Match], Any]]
+    article: Optional[tuple[int, int]] = None
+
+
+def _ref(group: int) -> Callable[[re.Match], Optional[Attr]]:
+    return lambda m: parse_referring_expression(m.group(group))
+
+
+def _text(group: int) -> Callable[[re.Match], str]:
+    return lambda m: m.group(group)
+
+
+def _render_form(forms: dict[str, _Form], kind: str, value, what: str) -> str:
+    if kind not in forms:
+        raise ValueError(f"unknown {what} type {kind!r}")
+    return forms[kind].render(value)
+
+
+def _parse_form(forms: Sequence[_Form], text: str, make: Callable[..., Any]):
+    """``make(kind, **fields)`` of the first form whose pattern matches ``text``; None when no form matches, or when
+    the first one that does rejects the text (a referring expression to nothing, a wrong article)."""
+    for form in forms:
+        m = form.pattern.match(text)
+        if not m:
+            continue
+        values = {}
+        for name, read in form.fields.items():
+            values[name] = read(m)
+            if values[name] is None:
+                return None
+        if form.article is not None and m.group(form.article[0]) != article(m.group(form.article[1])):
+            return None
+        return make(form.kind, **values)
+    return None
+
+
 QUESTION_TYPES: tuple[str, ...] = (
     "color",
     "shape",
@@ -239,18 +286,6 @@ QUESTION_TYPES: tuple[str, ...] = (
     "where",
 )
 
-_Q_PATTERNS: list[tuple[str, re.Pattern]] = [
-    ("color", re.compile(rf"^what color is ({_RE_PAT})\?$")),
-    ("shape", re.compile(rf"^what shape is ({_RE_PAT})\?$")),
-    ("size", re.compile(rf"^what size is ({_RE_PAT})\?$")),
-    ("count", re.compile(r"^how many shapes are there\?$")),
-    ("count_color", re.compile(rf"^how many ({_C}) shapes are there\?$")),
-    ("count_shape", re.compile(rf"^how many ({_SP}) are there\?$")),
-    ("exists", re.compile(rf"^is there (a|an) ({_C}) ({_S})\?$")),
-    ("relation_yn", re.compile(rf"^is ({_RE_PAT}) ({_REL_PAT}) ({_RE_PAT})\?$")),
-    ("where", re.compile(rf"^where is ({_RE_PAT}) relative to ({_RE_PAT})\?$")),
-]
-
 
 @dataclass(frozen=True)
 class Question:
@@ -262,54 +297,39 @@ class Question:
     relation: Optional[str] = None
 
 
+_SHAPE_OF_PLURAL = {v: k for k, v in SHAPE_PLURALS.items()}
+
+#: The question forms (one per :data:`QUESTION_TYPES`), in the order they are tried when parsing.
+_QUESTION_FORMS: tuple[_Form, ...] = (
+    _Form("color", lambda q: f"what color is {referring_expression(q.ref)}?",
+          re.compile(rf"^what color is ({_RE_PAT})\?$"), {"ref": _ref(1)}),
+    _Form("shape", lambda q: f"what shape is {referring_expression(q.ref)}?",
+          re.compile(rf"^what shape is ({_RE_PAT})\?$"), {"ref": _ref(1)}),
+    _Form("size", lambda q: f"what size is {referring_expression(q.ref)}?",
+          re.compile(rf"^what size is ({_RE_PAT})\?$"), {"ref": _ref(1)}),
+    _Form("count", lambda q: "how many shapes are there?", re.compile(r"^how many shapes are there\?$"), {}),
+    _Form("count_color", lambda q: f"how many {q.colour} shapes are there?",
+          re.compile(rf"^how many ({_C}) shapes are there\?$"), {"colour": _text(1)}),
+    _Form("count_shape", lambda q: f"how many {SHAPE_PLURALS[q.shape]} are there?",
+          re.compile(rf"^how many ({_SP}) are there\?$"), {"shape": lambda m: _SHAPE_OF_PLURAL[m.group(1)]}),
+    _Form("exists", lambda q: f"is there {article(q.colour)} {q.colour} {q.shape}?",
+          re.compile(rf"^is there (a|an) ({_C}) ({_S})\?$"), {"colour": _text(2), "shape": _text(3)}, article=(1, 2)),
+    _Form("relation_yn", lambda q: f"is {referring_expression(q.ref)} {q.relation} {referring_expression(q.ref2)}?",
+          re.compile(rf"^is ({_RE_PAT}) ({_REL_PAT}) ({_RE_PAT})\?$"),
+          {"ref": _ref(1), "ref2": _ref(6), "relation": _text(5)}),
+    _Form("where",
+          lambda q: f"where is {referring_expression(q.ref)} relative to {referring_expression(q.ref2)}?",
+          re.compile(rf"^where is ({_RE_PAT}) relative to ({_RE_PAT})\?$"), {"ref": _ref(1), "ref2": _ref(5)}),
+)
+_QUESTION_FORM_OF = {form.kind: form for form in _QUESTION_FORMS}
+
+
 def render_question(q: Question) -> str:
-    t = q.qtype
-    if t == "color":
-        return f"what color is {referring_expression(q.ref)}?"
-    if t == "shape":
-        return f"what shape is {referring_expression(q.ref)}?"
-    if t == "size":
-        return f"what size is {referring_expression(q.ref)}?"
-    if t == "count":
-        return "how many shapes are there?"
-    if t == "count_color":
-        return f"how many {q.colour} shapes are there?"
-    if t == "count_shape":
-        return f"how many {SHAPE_PLURALS[q.shape]} are there?"
-    if t == "exists":
-        return f"is there {article(q.colour)} {q.colour} {q.shape}?"
-    if t == "relation_yn":
-        return f"is {referring_expression(q.ref)} {q.relation} {referring_expression(q.ref2)}?"
-    if t == "where":
-        return f"where is {referring_expression(q.ref)} relative to {referring_expression(q.ref2)}?"
-    raise ValueError(f"unknown question type {t!r}")
+    return _render_form(_QUESTION_FORM_OF, q.qtype, q, "question")
 
 
 def parse_question(text: str) -> Optional[Question]:
-    for qtype, pat in _Q_PATTERNS:
-        m = pat.match(text)
-        if not m:
-            continue
-        if qtype in ("color", "shape", "size"):
-            ref = parse_referring_expression(m.group(1))
-            return Question(qtype, ref=ref) if ref else None
-        if qtype == "count":
-            return Question(qtype)
-        if qtype == "count_color":
-            return Question(qtype, colour=m.group(1))
-        if qtype == "count_shape":
-            return Question(qtype, shape={v: k for k, v in SHAPE_PLURALS.items()}[m.group(1)])
-        if qtype == "exists":
-            if m.group(1) != article(m.group(2)):
-                return None
-            return Question(qtype, colour=m.group(2), shape=m.group(3))
-        if qtype == "relation_yn":
-            ref, ref2 = parse_referring_expression(m.group(1)), parse_referring_expression(m.group(6))
-            return Question(qtype, ref=ref, ref2=ref2, relation=m.group(5)) if ref and ref2 else None
-        if qtype == "where":
-            ref, ref2 = parse_referring_expression(m.group(1)), parse_referring_expression(m.group(5))
-            return Question(qtype, ref=ref, ref2=ref2) if ref and ref2 else None
-    return None
+    return _parse_form(_QUESTION_FORMS, text, Question)
 
 
 HYPOTHESIS_TYPES_DECIDABLE = ("exists", "count", "relation", "color", "size", "all_color")
@@ -334,85 +354,46 @@ class Hypothesis:
         return self.htype in HYPOTHESIS_TYPES_DECIDABLE
 
 
-def render_hypothesis(h: Hypothesis) -> str:
-    t = h.htype
-    if t == "exists":
-        return f"there is {article(h.colour)} {h.colour} {h.shape}"
-    if t == "count":
-        return "there is one shape" if h.count == 1 else f"there are {NUMBER_WORDS[h.count]} shapes"
-    if t == "relation":
-        return f"{referring_expression(h.ref)} is {h.relation} {referring_expression(h.ref2)}"
-    if t == "color":
-        return f"{referring_expression(h.ref)} is {h.colour}"
-    if t == "size":
-        return f"{referring_expression(h.ref)} is {h.size}"
-    if t == "all_color":
-        return f"all shapes are {h.colour}"
-    if t == "moving":
-        return f"{referring_expression(h.ref)} is moving {DIRECTION_PHRASE[h.extra]}"
-    if t == "hidden":
-        return f"there is {article(h.colour)} {h.colour} {h.shape} hidden behind {referring_expression(h.ref)}"
-    if t == "drawn_before":
-        return f"{referring_expression(h.ref)} was drawn before {referring_expression(h.ref2)}"
-    if t == "material":
-        return f"{referring_expression(h.ref)} is made of {h.extra}"
-    raise ValueError(f"unknown hypothesis type {t!r}")
-
-
 _DIR_PAT = "|".join(DIRECTION_PHRASE.values())
-_H_PATTERNS: list[tuple[str, re.Pattern]] = [
-    ("moving", re.compile(rf"^({_RE_PAT}) is moving ({_DIR_PAT})$")),
-    ("hidden", re.compile(rf"^there is (a|an) ({_C}) ({_S}) hidden behind ({_RE_PAT})$")),
-    ("drawn_before", re.compile(rf"^({_RE_PAT}) was drawn before ({_RE_PAT})$")),
-    ("material", re.compile(rf"^({_RE_PAT}) is made of ({'|'.join(MATERIALS)})$")),
-    ("exists", re.compile(rf"^there is (a|an) ({_C}) ({_S})$")),
-    ("count", re.compile(rf"^there (?:is (one) shape|are ({'|'.join(NUMBER_WORDS[2:])}) shapes)$")),
-    ("relation", re.compile(rf"^({_RE_PAT}) is ({_REL_PAT}) ({_RE_PAT})$")),
-    ("color", re.compile(rf"^({_RE_PAT}) is ({_C})$")),
-    ("size", re.compile(rf"^({_RE_PAT}) is (small|medium|large)$")),
-    ("all_color", re.compile(rf"^all shapes are ({_C})$")),
-]
+
+#: The hypothesis forms (one per :data:`HYPOTHESIS_TYPES`), in the order they are tried when parsing: the undecidable
+#: forms first, as their texts also match the patterns of "exists", "relation" and "color".
+_HYPOTHESIS_FORMS: tuple[_Form, ...] = (
+    _Form("moving", lambda h: f"{referring_expression(h.ref)} is moving {DIRECTION_PHRASE[h.extra]}",
+          re.compile(rf"^({_RE_PAT}) is moving ({_DIR_PAT})$"),
+          {"ref": _ref(1), "extra": lambda m: PHRASE_DIRECTION[m.group(5)]}),
+    _Form("hidden",
+          lambda h: f"there is {article(h.colour)} {h.colour} {h.shape} hidden behind {referring_expression(h.ref)}",
+          re.compile(rf"^there is (a|an) ({_C}) ({_S}) hidden behind ({_RE_PAT})$"),
+          {"ref": _ref(4), "colour": _text(2), "shape": _text(3)}, article=(1, 2)),
+    _Form("drawn_before", lambda h: f"{referring_expression(h.ref)} was drawn before {referring_expression(h.ref2)}",
+          re.compile(rf"^({_RE_PAT}) was drawn before ({_RE_PAT})$"), {"ref": _ref(1), "ref2": _ref(5)}),
+    _Form("material", lambda h: f"{referring_expression(h.ref)} is made of {h.extra}",
+          re.compile(rf"^({_RE_PAT}) is made of ({'|'.join(MATERIALS)})$"), {"ref": _ref(1), "extra": _text(5)}),
+    _Form("exists", lambda h: f"there is {article(h.colour)} {h.colour} {h.shape}",
+          re.compile(rf"^there is (a|an) ({_C}) ({_S})$"), {"colour": _text(2), "shape": _text(3)}, article=(1, 2)),
+    _Form("count", lambda h: "there is one shape" if h.count == 1 else f"there are {NUMBER_WORDS[h.count]} shapes",
+          re.compile(rf"^there (?:is (one) shape|are ({'|'.join(NUMBER_WORDS[2:])}) shapes)$"),
+          {"count": lambda m: NUMBER_WORDS.index(m.group(1) or m.group(2))}),
+    _Form("relation", lambda h: f"{referring_expression(h.ref)} is {h.relation} {referring_expression(h.ref2)}",
+          re.compile(rf"^({_RE_PAT}) is ({_REL_PAT}) ({_RE_PAT})$"),
+          {"ref": _ref(1), "ref2": _ref(6), "relation": _text(5)}),
+    _Form("color", lambda h: f"{referring_expression(h.ref)} is {h.colour}",
+          re.compile(rf"^({_RE_PAT}) is ({_C})$"), {"ref": _ref(1), "colour": _text(5)}),
+    _Form("size", lambda h: f"{referring_expression(h.ref)} is {h.size}",
+          re.compile(rf"^({_RE_PAT}) is (small|medium|large)$"), {"ref": _ref(1), "size": _text(5)}),
+    _Form("all_color", lambda h: f"all shapes are {h.colour}", re.compile(rf"^all shapes are ({_C})$"),
+          {"colour": _text(1)}),
+)
+_HYPOTHESIS_FORM_OF = {form.kind: form for form in _HYPOTHESIS_FORMS}
+
+
+def render_hypothesis(h: Hypothesis) -> str:
+    return _render_form(_HYPOTHESIS_FORM_OF, h.htype, h, "hypothesis")
 
 
 def parse_hypothesis(text: str) -> Optional[Hypothesis]:
-    for htype, pat in _H_PATTERNS:
-        m = pat.match(text)
-        if not m:
-            continue
-        P = parse_referring_expression
-        if htype == "moving":
-            ref = P(m.group(1))
-            return Hypothesis(htype, ref=ref, extra=PHRASE_DIRECTION[m.group(5)]) if ref else None
-        if htype == "hidden":
-            ref = P(m.group(4))
-            if not ref or m.group(1) != article(m.group(2)):
-                return None
-            return Hypothesis(htype, ref=ref, colour=m.group(2), shape=m.group(3))
-        if htype == "drawn_before":
-            ref, ref2 = P(m.group(1)), P(m.group(5))
-            return Hypothesis(htype, ref=ref, ref2=ref2) if ref and ref2 else None
-        if htype == "material":
-            ref = P(m.group(1))
-            return Hypothesis(htype, ref=ref, extra=m.group(5)) if ref else None
-        if htype == "exists":
-            if m.group(1) != article(m.group(2)):
-                return None
-            return Hypothesis(htype, colour=m.group(2), shape=m.group(3))
-        if htype == "count":
-            word = m.group(1) or m.group(2)
-            return Hypothesis(htype, count=NUMBER_WORDS.index(word))
-        if htype == "relation":
-            ref, ref2 = P(m.group(1)), P(m.group(6))
-            return Hypothesis(htype, ref=ref, ref2=ref2, relation=m.group(5)) if ref and ref2 else None
-        if htype == "color":
-            ref = P(m.group(1))
-            return Hypothesis(htype, ref=ref, colour=m.group(5)) if ref else None
-        if htype == "size":
-            ref = P(m.group(1))
-            return Hypothesis(htype, ref=ref, size=m.group(5)) if ref else None
-        if htype == "all_color":
-            return Hypothesis(htype, colour=m.group(1))
-    return None
+    return _parse_form(_HYPOTHESIS_FORMS, text, Hypothesis)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from .inputs import paired_lists
+
 
 __all__ = [
     "coco_tokenize",
@@ -93,12 +95,7 @@ def coco_tokenize(text: str) -> str:
 def _prepare(predictions, references, tokenize: bool) -> tuple[list[list[str]], list[list[list[str]]]]:
     if isinstance(predictions, str):
         raise TypeError("predictions must be a sequence of strings, one caption per sample, not a string")
-    predictions = list(predictions)
-    references = list(references)
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
-    if not predictions:
-        raise ValueError("no samples to score")
+    predictions, references = paired_lists(predictions, references, "reference lists")
     norm = coco_tokenize if tokenize else str
     cands, refs = [], []
     for i, (pred, ref) in enumerate(zip(predictions, references)):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from .inputs import paired_lists
+
 
 __all__ = ["normalize_label", "classification_accuracy"]
 
@@ -30,11 +32,7 @@ def classification_accuracy(
     """
     if isinstance(predictions, str) or isinstance(references, str):
         raise TypeError("predictions and references must be sequences of labels, not strings")
-    predictions, references = list(predictions), list(references)
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
-    if not predictions:
-        raise ValueError("no samples to score")
+    predictions, references = paired_lists(predictions, references, "references")
     norm = normalize_label if normalize else str
     preds = [norm(p) for p in predictions]
     refs = [norm(r) for r in references]

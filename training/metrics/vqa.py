@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from .inputs import paired_lists
+
 
 __all__ = [
     "normalize_vqa_answer",
@@ -165,11 +167,7 @@ def vqa_accuracy(
     """
     if isinstance(predictions, str):
         raise TypeError("predictions must be a sequence of answers, not a string")
-    predictions, references = list(predictions), list(references)
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} answer lists")
-    if not predictions:
-        raise ValueError("no questions to score")
+    predictions, references = paired_lists(predictions, references, "answer lists", "questions")
     scores = [vqa_answer_accuracy(p, r, formula=formula, normalize=normalize) for p, r in zip(predictions, references)]
     return {"vqa_accuracy": sum(scores) / len(scores), "scores": scores}
 
@@ -197,11 +195,7 @@ def vqa_score(
     """
     if isinstance(predictions, str):
         raise TypeError("predictions must be a sequence of answers, not a string")
-    predictions, references = list(predictions), list(references)
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference dictionaries")
-    if not predictions:
-        raise ValueError("no questions to score")
+    predictions, references = paired_lists(predictions, references, "reference dictionaries", "questions")
     scores = []
     for pred, ref in zip(predictions, references):
         pred = _clean_whitespace(pred)

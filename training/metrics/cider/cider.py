@@ -1,10 +1,10 @@
 """CIDEr-D (COCO caption evaluation conventions) as a local `evaluate` metric; the computation is
 `training.metrics.captioning.cider_d`."""
 
-import datasets
 import evaluate
 
 from training.metrics.captioning import cider_d
+from training.metrics.local_modules import metric_info
 
 
 _CITATION = """\
@@ -43,17 +43,7 @@ Examples:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Cider(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Value("string"),
-                    "references": datasets.Sequence(datasets.Value("string")),
-                }
-            ),
-        )
+        return metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, predictions="text", references="texts")
 
     def _compute(self, predictions, references, sigma=6.0, tokenize=True):
         return cider_d(predictions, references, sigma=sigma, tokenize=tokenize)

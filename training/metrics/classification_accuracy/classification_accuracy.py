@@ -1,10 +1,10 @@
 """Exact-match accuracy of generated labels (e.g. yes / no / maybe) as a local `evaluate` metric; the
 computation is `training.metrics.classification.classification_accuracy`."""
 
-import datasets
 import evaluate
 
 from training.metrics.classification import classification_accuracy
+from training.metrics.local_modules import metric_info
 
 
 _DESCRIPTION = """\
@@ -25,14 +25,7 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class ClassificationAccuracy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+        return metric_info(_DESCRIPTION, "", _KWARGS_DESCRIPTION, predictions="text", references="text")
 
     def _compute(self, predictions, references, normalize=True):
         return classification_accuracy(predictions, references, normalize=normalize)

@@ -1,10 +1,10 @@
 """BLEU-1..4 as the COCO caption evaluation computes it, as a local `evaluate` metric; the computation is
 `training.metrics.captioning.coco_bleu`."""
 
-import datasets
 import evaluate
 
 from training.metrics.captioning import coco_bleu
+from training.metrics.local_modules import metric_info
 
 
 _CITATION = """\
@@ -39,17 +39,7 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class CocoBleu(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Value("string"),
-                    "references": datasets.Sequence(datasets.Value("string")),
-                }
-            ),
-        )
+        return metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, predictions="text", references="texts")
 
     def _compute(self, predictions, references, max_n=4, length_option="closest", tokenize=True):
         return coco_bleu(predictions, references, max_n=max_n, length_option=length_option, tokenize=tokenize)

@@ -1,10 +1,10 @@
 """Visual grounding accuracy at IoU >= 0.5 as a local `evaluate` metric; the computation is
 `training.metrics.grounding.grounding_accuracy`."""
 
-import datasets
 import evaluate
 
 from training.metrics.grounding import grounding_accuracy
+from training.metrics.local_modules import metric_info
 
 
 _CITATION = """\
@@ -35,17 +35,7 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class GroundingAccuracy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float64"), length=4),
-                    "references": datasets.Sequence(datasets.Value("float64"), length=4),
-                }
-            ),
-        )
+        return metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, predictions="box", references="box")
 
     def _compute(self, predictions, references, threshold=0.5, eps=0.0):
         return grounding_accuracy(predictions, references, threshold=threshold, eps=eps)

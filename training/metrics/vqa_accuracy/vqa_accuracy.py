@@ -1,10 +1,10 @@
 """VQA accuracy (10-annotator formula, VQA answer normalisation) as a local `evaluate` metric; the computation
 is `training.metrics.vqa.vqa_accuracy`."""
 
-import datasets
 import evaluate
 
 from training.metrics.vqa import vqa_accuracy
+from training.metrics.local_modules import metric_info
 
 
 _CITATION = """\
@@ -38,17 +38,7 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class VqaAccuracy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Value("string"),
-                    "references": datasets.Sequence(datasets.Value("string")),
-                }
-            ),
-        )
+        return metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, predictions="text", references="texts")
 
     def _compute(self, predictions, references, formula="official", normalize="always"):
         return vqa_accuracy(predictions, references, formula=formula, normalize=normalize)
