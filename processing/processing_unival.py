@@ -177,7 +177,8 @@ class UnivalProcessor(ProcessorMixin):
     `audio=[None, None, wav]`, one entry per sample, `None` where a sample has no such input), or single items for a
     batch of one. A single `text` string applies to every sample. Paths, bytes, PIL images, arrays and tensors are
     accepted (see the sub-processors). Instead of `text`, `task=` and the task's fields build the original prompts
-    (`processor(task="vqa", question="what is on the table", images=img)`; see `processing.prompts`).
+    (`processor(task="vqa", question="what is on the table", images=img)`; see `processing.prompts`). A sample with
+    media and no prompt (no `text`, or `""`) gets the caption prompt of its modality.
 
     The output (a `BatchFeature`, ready for `model(**inputs)` / `model.generate(**inputs)`) holds:
 
@@ -495,19 +496,27 @@ class UnivalProcessor(ProcessorMixin):
         return present[0] if present else Modality.TEXT
 
     def _prompts(self, spec, task, splits: dict, field_splits: dict, modalities: list) -> list[str]:
-        if splits["text"] is None:
-            if spec is None:
-                raise ValueError("pass the prompts as `text=` (or build them with `task=` and the task's fields)")
-            prompts = [
+        """One encoder prompt per sample. With a task, built from its fields; without, `text=` verbatim, where a
+        sample with media and no text (or blank text) gets its modality's caption prompt: the unconditional
+        captioning of BLIP-style processors, which the stock image-text-to-text pipeline reaches with `text=""`."""
+        if splits["text"] is None and spec is not None:
+            return [
                 self._task_prompt(spec, task, modality, {k: _take(v, i) for k, v in field_splits.items()},
                                   _take(splits["images"], i), i)
                 for i, modality in enumerate(modalities)
             ]
-        else:
-            prompts = [_take(splits["text"], i) for i in range(len(modalities))]
-        for index, prompt in enumerate(prompts):
-            if not prompt.strip():
-                raise ValueError(f"the prompt of sample {index} is empty")
+        prompts = []
+        for index, modality in enumerate(modalities):
+            prompt = None if splits["text"] is None else _take(splits["text"], index)
+            if prompt is None or not prompt.strip():
+                if modality == Modality.TEXT:
+                    raise ValueError(
+                        f"sample {index} has no prompt and no media: pass its prompt as `text=` (or build it with "
+                        "`task=` and the task's fields)"
+                    )
+                caption = task_lib.resolve_task("caption")
+                prompt = self._task_prompt(caption, caption.name, modality, {}, None, index)
+            prompts.append(prompt)
         return prompts
 
     def _media(self, splits, modalities, return_image_sizes, sampling_rate, images_kwargs, videos_kwargs,

@@ -95,6 +95,11 @@ def test_image_text_to_text_is_the_stock_pipeline(stock, media):
     assert isinstance(answer["generated_text"], str)
     (tensors,) = stock(media["image"], text=CAPTION_PROMPT, return_tensors=True)
     assert tensors["generated_token_ids"].shape[-1] == NEW_TOKENS + 1  # the checkpoint's generation config
+    # no prompt: the processor captions (the stock pipeline needs a `text`, "" is the caption of the image)
+    (uncond,) = stock(media["image"], text="", return_tensors=True)
+    assert token_ids([uncond]) == token_ids([tensors])
+    (uncond_text,) = stock(media["image"], text="")
+    assert uncond_text == {"input_text": "", "generated_text": record["generated_text"]}
 
 
 def test_image_to_text_logs_no_traceback(checkpoint, media, tmp_path):
@@ -106,11 +111,14 @@ def test_image_to_text_logs_no_traceback(checkpoint, media, tmp_path):
         pipe = pipeline("image-to-text", model={checkpoint!r})
         print("TYPE", type(pipe).__name__)
         print("OUT", pipe({media["image"]!r}, text={CAPTION_PROMPT!r}, return_full_text=False)[0]["generated_text"])
+        print("OUT", pipe({media["image"]!r}, text="")[0]["generated_text"])
     """)
     result = subprocess.run([PYTHON, "-c", script], cwd=REPO_ROOT, env=subprocess_env(tmp_path, HF_HUB_OFFLINE="1"),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "TYPE ImageTextToTextPipeline" in result.stdout
+    prompted, unconditional = [line for line in result.stdout.splitlines() if line.startswith("OUT")]
+    assert prompted == unconditional  # text="" captions with the caption prompt
     assert "Traceback" not in result.stderr and "Logging error" not in result.stderr, result.stderr
 
 

@@ -438,16 +438,32 @@ def test_sample_with_two_modalities(processor, media):
 
 
 def test_empty_text_and_targets(processor):
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="sample 0 has no prompt and no media"):
         processor(text="")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="sample 1 has no prompt and no media"):
         processor(text=[" ok", "   "])
     with pytest.raises(ValueError, match="target"):
         processor(text=" ok", targets="")
     with pytest.raises(ValueError, match="empty batch"):
         processor(text=[])
-    with pytest.raises(ValueError, match="pass the prompts"):
-        processor(images=make_image())
+
+
+def test_media_without_prompt_gets_its_caption_prompt(processor, tmp_path):
+    """No text (or blank text) for a sample with media: the caption prompt of its modality, as BLIP-style
+    processors caption unconditionally; a given prompt stays verbatim beside it."""
+    image = make_image()
+    caption = processor(task="caption", images=image)["input_ids"]
+    for call in ({"images": image}, {"images": image, "text": ""}, {"images": image, "text": "  "}):
+        np.testing.assert_array_equal(processor(**call)["input_ids"], caption)
+    mixed = processor(images=[image, None], text=["", " hello"])
+    assert processor.batch_decode(mixed["input_ids"], skip_special_tokens=True) == [
+        " what does the image describe?", " hello"
+    ]
+    audio = make_tone(1.0, 16000)
+    np.testing.assert_array_equal(
+        processor(audio=audio, sampling_rate=16000)["input_ids"],
+        processor(task="caption", audio=audio, sampling_rate=16000)["input_ids"],
+    )
 
 
 def test_wrong_types(processor):
