@@ -341,10 +341,6 @@ class UnivalConfig(PreTrainedConfig):
     def head_dim(self) -> int:
         return self.d_model // self.encoder_attention_heads
 
-    @property
-    def image_output_size(self) -> int:
-        return self.image_config.hidden_sizes[-1]
-
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "UnivalConfig":
         with explain_missing_checkpoint(pretrained_model_name_or_path):

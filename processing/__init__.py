@@ -67,6 +67,7 @@ register_auto_classes()
 __all__ = [
     "TASKS",
     "Modality",
+    "TaskSpec",
     "UnivalFeatureExtractor",
     "UnivalImageProcessor",
     "UnivalProcessor",
@@ -79,11 +80,13 @@ __all__ = [
     "build_target",
     "clean_caption_target",
     "extract_bins",
+    "generation_config",
     "postprocess_caption",
     "postprocess_vqa_answer",
     "pre_caption",
     "pre_question",
     "quantize_box",
     "register_auto_classes",
+    "resolve_task",
     "sample_frame_indices",
 ]

@@ -29,7 +29,6 @@ The prompt strings themselves and the text normalisation are in `processing.prom
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -189,10 +188,6 @@ class TaskSpec:
         """The modality of a sample of this task when the sample does not say (image for the tasks that follow the
         sample's modality)."""
         return Modality.IMAGE if self.modality is None else self.modality
-
-    @property
-    def takes_media(self) -> bool:
-        return self.modality != Modality.TEXT
 
     def generation_config(self, **overrides) -> GenerationConfig:
         """A `GenerationConfig` with the original's settings for this task (and UnIVAL's special tokens), updated with

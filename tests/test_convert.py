@@ -13,7 +13,7 @@ import torch
 from conftest import shared_path
 from hub_upload.convert import main as convert_main
 from hub_upload.model_card import file_sha256
-from modeling_unival import UnivalForConditionalGeneration, UnivalModel
+from modeling_unival import UnivalModel
 from modeling_unival.parity import original_inputs_to_port
 from transformers import AutoModel, AutoModelForImageTextToText, AutoModelForSeq2SeqLM, GenerationConfig
 

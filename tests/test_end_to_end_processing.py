@@ -1,6 +1,5 @@
 """Files on disk -> UnivalProcessor -> tiny UnivalForConditionalGeneration -> generate() -> text and boxes."""
 
-import numpy as np
 import pytest
 import torch
 

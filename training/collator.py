@@ -56,9 +56,8 @@ references and the task's original generation settings; `build_generation_inputs
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -225,10 +224,6 @@ class UnivalMultitaskCollator:
             for item in items
         ]
         return batch, meta
-
-    def reset_task_counts(self) -> None:
-        self.task_counts.clear()
-        self.last_task_counts = {}
 
     # ---------------------------------------------------------------------------------------------------------------
     # Per-example text

@@ -240,12 +240,6 @@ def image_objects(ex: dict, root: Optional[Path] = None) -> list[Obj]:
     return _cached(key, lambda: detect_objects(rgb, render.IMAGE_SIZE_FRACTIONS))
 
 
-def video_objects(ex: dict, root: Optional[Path] = None) -> tuple[list[Obj], list[Obj], int]:
-    """Objects detected in the first and the last frame, and the frame width."""
-    per_frame, size = video_tracks(ex, root)
-    return per_frame[0], per_frame[-1], size
-
-
 def video_tracks(ex: dict, root: Optional[Path] = None) -> tuple[list[list[Obj]], int]:
     """Objects detected in every frame of the decoded video, and the frame width."""
     path = _media_path(ex, root)
@@ -481,12 +475,6 @@ def check_example(ex: dict, root=None) -> Optional[str]:
     except (OSError, ValueError) as e:
         return f"{type(e).__name__}: {e}"
     return None
-
-
-def assert_example(ex: dict, root=None) -> None:
-    reason = check_example(ex, root)
-    if reason is not None:
-        raise CheckFailure(f"{ex.get('id')}: {reason}")
 
 
 def verify_world(world, splits: Optional[Sequence[str]] = None, raise_on_failure: bool = True,

@@ -74,8 +74,6 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
 DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 DIRECTION_PHRASE = {"left": "to the left", "right": "to the right", "up": "up", "down": "down"}
 PHRASE_DIRECTION = {v: k for k, v in DIRECTION_PHRASE.items()}
-OPPOSITE_DIRECTION = {"left": "right", "right": "left", "up": "down", "down": "up"}
-VIDEO_EVENTS: tuple[str, ...] = ("move", "appear", "disappear", "turn", "still")
 
 # Audio
 AUDIO_KINDS: tuple[str, ...] = ("high beep", "low beep", "rising chirp", "falling chirp", "noise")
