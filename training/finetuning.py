@@ -47,7 +47,8 @@ from training.ema import WeightEMA
 from training.recipe import DatasetSelection, StageSpec
 from training.sources import build_stage_dataset, load_source
 from training.stages import (
-    distributed_state, save_final, stage_training_arguments, task_generation_config, train_and_summarise
+    PROCESSOR_SIZES, distributed_state, save_final, set_processor_sizes, stage_training_arguments,
+    task_generation_config, train_and_summarise,
 )
 from training.trainer import FinetuneTrainer, TaskCountingCollator, TaskMixtureCallback
 
@@ -119,7 +120,6 @@ TASK_DEFAULTS: dict[str, dict] = {
 DEFAULT_LORA_TARGETS = "q_proj,k_proj,v_proj,out_proj,fc1,fc2"
 TOWER_PATTERN = re.compile(r"(^|\.)(image|video|audio)_tower\.")
 TRANSFORMER_LAYER_PATTERN = re.compile(r"(^|\.)model\.(encoder|decoder)\.layers\.\d+\.")
-PROCESSOR_SIZES = ("image_size", "num_frames", "video_crop_size", "audio_max_length")
 
 
 @dataclass
@@ -252,20 +252,6 @@ def processor_sizes(args: FinetuneArguments) -> dict:
         if getattr(args, name) is not None:
             sizes[name] = getattr(args, name)
     return sizes
-
-
-def apply_processor_sizes(processor: UnivalProcessor, sizes: dict) -> UnivalProcessor:
-    """Sets `make_processor`'s sizes on a loaded processor (keeping its tokenizer and other settings)."""
-    if "image_size" in sizes:
-        processor.image_processor.size = {"height": int(sizes["image_size"]), "width": int(sizes["image_size"])}
-    if "num_frames" in sizes:
-        processor.video_processor.num_frames = int(sizes["num_frames"])
-    if "video_crop_size" in sizes:
-        size = int(sizes["video_crop_size"])
-        processor.video_processor.crop_size = {"height": size, "width": size}
-    if "audio_max_length" in sizes:
-        processor.feature_extractor.max_length = int(sizes["audio_max_length"])
-    return processor
 
 
 def encouraging_settings(args: FinetuneArguments) -> dict | None:
@@ -476,7 +462,7 @@ def finetune(args: FinetuneArguments, command_line: dict) -> tuple[FinetuneTrain
     source = load_source("data", source_spec(args))
     training_args, label_smoothing = task_training_arguments(args, command_line, args.eval_split in source)
     train_dataset, eval_dataset = task_datasets(args, source)
-    processor = apply_processor_sizes(UnivalProcessor.from_pretrained(args.model), processor_sizes(args))
+    processor = set_processor_sizes(UnivalProcessor.from_pretrained(args.model), processor_sizes(args))
     model, freeze_embeddings = prepare_model(args, label_smoothing)
     parameters = count_parameters(model)
     trainer = build_trainer(args, model, processor, training_args, train_dataset, eval_dataset)
@@ -497,7 +483,6 @@ __all__ = [
     "FinetuneArguments",
     "TASK_DEFAULTS",
     "TOWER_PATTERN",
-    "apply_processor_sizes",
     "finetune",
     "processor_sizes",
     "select_trainable",

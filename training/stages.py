@@ -29,7 +29,7 @@ from accelerate import PartialState
 from transformers import GenerationConfig, Trainer, TrainingArguments
 
 from modeling_unival import UnivalConfig, UnivalForConditionalGeneration
-from processing import UnivalFeatureExtractor, UnivalImageProcessor, UnivalProcessor, UnivalVideoProcessor
+from processing import UnivalProcessor
 from processing.tasks import generation_config
 from training.recipe import Recipe, StageSpec
 from training.sampling import TaskBalancedSampler, mixture_weights
@@ -59,7 +59,15 @@ DEFAULT_TRAINING_ARGS = {
     # Ranks whose batches hold different modalities run different towers: DDP must look for unused parameters.
     "ddp_find_unused_parameters": True,
 }
-PROCESSOR_SETTINGS = ("image_size", "num_frames", "video_crop_size", "audio_max_length", "prompt_types")
+#: The size settings of recipes and finetunes: (sub-processor, attribute) each sets; square sizes are
+#: stored as `{"height": n, "width": n}`, as the sub-processors keep them.
+PROCESSOR_SIZES = {
+    "image_size": ("image_processor", "size"),
+    "num_frames": ("video_processor", "num_frames"),
+    "video_crop_size": ("video_processor", "crop_size"),
+    "audio_max_length": ("feature_extractor", "max_length"),
+}
+PROCESSOR_SETTINGS = (*PROCESSOR_SIZES, "prompt_types")
 _GENERATION_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
 
@@ -68,22 +76,24 @@ _GENERATION_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decode
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def set_processor_sizes(processor: UnivalProcessor, sizes: dict) -> UnivalProcessor:
+    """Sets `PROCESSOR_SIZES` settings on a processor (its tokenizer and other settings kept); returns it."""
+    for name, value in sizes.items():
+        component, attribute = PROCESSOR_SIZES[name]
+        value = int(value)
+        setattr(getattr(processor, component), attribute,
+                {"height": value, "width": value} if attribute in ("size", "crop_size") else value)
+    return processor
+
+
 def make_processor(settings: dict) -> UnivalProcessor:
-    """A processor with a recipe's settings: `image_size`, `num_frames`, `video_crop_size`, `audio_max_length` and
-    `prompt_types` (decoder layouts that differ from the tasks' defaults; saved with the model, so that evaluation and
-    pipelines use them too)."""
+    """A processor with a recipe's settings: the sizes of `PROCESSOR_SIZES` and `prompt_types` (decoder layouts
+    that differ from the tasks' defaults; saved with the model, so that evaluation and pipelines use them too)."""
     unknown = set(settings) - set(PROCESSOR_SETTINGS)
     if unknown:
         raise ValueError(f"unknown processor setting(s) {sorted(unknown)}")
-    image = {"size": settings["image_size"]} if "image_size" in settings else {}
-    video = {k: settings[s] for k, s in (("num_frames", "num_frames"), ("crop_size", "video_crop_size")) if s in settings}
-    audio = {"max_length": settings["audio_max_length"]} if "audio_max_length" in settings else {}
-    return UnivalProcessor(
-        image_processor=UnivalImageProcessor(**image),
-        video_processor=UnivalVideoProcessor(**video),
-        feature_extractor=UnivalFeatureExtractor(**audio),
-        prompt_types=settings.get("prompt_types"),
-    )
+    processor = UnivalProcessor(prompt_types=settings.get("prompt_types"))
+    return set_processor_sizes(processor, {name: value for name, value in settings.items() if name in PROCESSOR_SIZES})
 
 
 def initial_model(recipe: Recipe) -> UnivalForConditionalGeneration:
@@ -300,6 +310,7 @@ __all__ = [
     "distributed_state",
     "initial_model",
     "make_processor",
+    "set_processor_sizes",
     "run_recipe",
     "run_stage",
     "save_final",
