@@ -15,7 +15,10 @@ from transformers import (
     AutoModelForSeq2SeqLM,
 )
 
+from .candidate_scoring import score_candidates
 from .configuration_unival import PRESETS, UnivalAudioConfig, UnivalConfig, UnivalVideoConfig
+from .constrained_decoding import AnswerTrie, AnswerTrieLogitsProcessor, UnivalLocationLogitsProcessor
+from .generation import UnivalFinalEosLogitsProcessor
 from .modeling_unival import (
     UnivalEncoderOutput,
     UnivalForConditionalGeneration,
@@ -40,14 +43,19 @@ UnivalModel.register_for_auto_class("AutoModel")
 UnivalForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 
 __all__ = [
+    "AnswerTrie",
+    "AnswerTrieLogitsProcessor",
     "PRESETS",
     "UnivalAudioConfig",
     "UnivalConfig",
     "UnivalEncoderOutput",
+    "UnivalFinalEosLogitsProcessor",
     "UnivalForConditionalGeneration",
+    "UnivalLocationLogitsProcessor",
     "UnivalModel",
     "UnivalPipeline",
     "UnivalPreTrainedModel",
     "UnivalVideoConfig",
     "save_preset",
+    "score_candidates",
 ]

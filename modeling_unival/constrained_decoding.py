@@ -14,7 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
+from torch import nn
 from transformers import LogitsProcessor
+
+from .ids import EOS_TOKEN_ID
 
 
 class AnswerTrie:
@@ -70,39 +73,93 @@ class AnswerTrie:
 
 
 class AnswerTrieLogitsProcessor(LogitsProcessor):
-    """Sets every score outside the answer trie to -inf (see [`AnswerTrie.prefix_allowed_tokens_fn`])."""
+    r"""
+    Restricts every row to the answer trie and renormalises over the allowed tokens, as the original, which masks the
+    logits before its log-softmax: the output is the log-probability among the allowed tokens (0 where a single
+    continuation is allowed). `renormalizes = True` makes `generate()` run it before every other processor (see
+    `modeling_unival.generation`). The tokens after `prompt_length` columns are the answer so far; with a
+    left-padded decoder prompt that is the prompt's width.
+
+    The trie is compiled to tensors once, so that a step costs a few vectorised lookups per answer token: the
+    children of node `n` are `child_tokens[offsets[n]:offsets[n + 1]]`, and a (node, token) edge is found by binary
+    search in `edge_keys` (node * vocabulary + token, sorted).
+    """
+
+    renormalizes = True
 
     def __init__(self, trie: AnswerTrie, prompt_length: int = 1):
         self.trie = trie
-        self.prompt_length = prompt_length
+        self.prompt_length = int(prompt_length)
+        self._compiled: dict[tuple[str, int], tuple[torch.Tensor, ...]] = {}
+
+    def _compile(self, device: torch.device, vocab_size: int) -> tuple[torch.Tensor, ...]:
+        key = (str(device), vocab_size)
+        if key not in self._compiled:
+            nodes, edges = [self.trie.root], []  # edges: (parent, token, child)
+            for parent, node in enumerate(nodes):  # breadth first; `nodes` grows while it is walked
+                for token, child in node.items():
+                    if not 0 <= token < vocab_size:
+                        raise ValueError(f"answer token {token} is outside the vocabulary of {vocab_size}")
+                    edges.append((parent, token, len(nodes)))
+                    nodes.append(child)
+            edge = torch.tensor(edges, dtype=torch.long, device=device).view(-1, 3)
+            keys = edge[:, 0] * vocab_size + edge[:, 1]
+            order = keys.argsort()
+            degree = torch.bincount(edge[:, 0], minlength=len(nodes))
+            offsets = torch.cat([degree.new_zeros(1), degree.cumsum(0)])
+            self._compiled[key] = (keys[order], edge[order, 2], edge[:, 1], offsets)  # edges are grouped by parent
+        return self._compiled[key]
+
+    def _nodes(self, answers: torch.LongTensor, vocab_size: int, edge_keys, edge_children) -> torch.LongTensor:
+        """The trie node each row's answer so far leads to, -1 once it left the trie: (rows,)."""
+        nodes = answers.new_zeros(answers.shape[0])
+        for column in answers.unbind(1):  # one vectorised lookup per answer token
+            keys = nodes.clamp(min=0) * vocab_size + column
+            found = torch.searchsorted(edge_keys, keys).clamp(max=edge_keys.numel() - 1)
+            nodes = torch.where((nodes >= 0) & edge_keys[found].eq(keys), edge_children[found], -1)
+        return nodes
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        mask = torch.full_like(scores, float("-inf"))
-        for row, prefix in enumerate(input_ids[:, self.prompt_length :].tolist()):
-            mask[row, self.trie.next_tokens(prefix)] = 0.0
-        return scores + mask
+        rows, vocab_size = scores.shape
+        edge_keys, edge_children, child_tokens, offsets = self._compile(scores.device, vocab_size)
+        nodes = self._nodes(input_ids[:, self.prompt_length :], vocab_size, edge_keys, edge_children)
+        degree = torch.where(nodes >= 0, offsets[nodes.clamp(min=0) + 1] - offsets[nodes.clamp(min=0)], 0)
+        row_of_edge = torch.repeat_interleave(torch.arange(rows, device=scores.device), degree)
+        first_edge = torch.repeat_interleave(offsets[nodes.clamp(min=0)], degree)
+        within = torch.arange(row_of_edge.numel(), device=scores.device) - torch.repeat_interleave(
+            degree.cumsum(0) - degree, degree
+        )
+        allowed = torch.zeros_like(scores, dtype=torch.bool)
+        allowed[row_of_edge, child_tokens[first_edge + within]] = True
+        # A row that left the trie, or stands on a complete answer with no continuation, can only end.
+        allowed[degree.eq(0), self.trie.eos_token_id] = True
+        return nn.functional.log_softmax(scores.float().masked_fill(~allowed, float("-inf")), dim=-1).to(scores.dtype)
 
 
 class UnivalLocationLogitsProcessor(LogitsProcessor):
     r"""
-    Keeps only the location tokens `<bin_0>` .. `<bin_{num_bins - 1}>`, so that visual grounding decodes a box and
-    nothing else. (The original does not restrict its RefCOCO decoding; a well-trained model emits location tokens
-    anyway, a small or young one may not.)
+    Keeps only the location tokens `<bin_0>` .. `<bin_{num_bins - 1}>` and `</s>`, so that visual grounding decodes
+    a box and nothing else (with `min_new_tokens=4` and the task's `force_final_eos`: four bins, then `</s>`). The
+    original does not restrict its RefCOCO decoding; a well-trained model emits location tokens anyway, a small or
+    young one may not.
 
     Args:
         first_token_id (`int`): id of `<bin_0>`.
         num_bins (`int`): number of location tokens.
+        eos_token_id (`int`, defaults to UnIVAL's `</s>`): the token that ends the box.
     """
 
-    def __init__(self, first_token_id: int, num_bins: int):
+    def __init__(self, first_token_id: int, num_bins: int, eos_token_id: int = EOS_TOKEN_ID):
         if first_token_id < 0 or num_bins < 1:
             raise ValueError(f"invalid location-token range: first id {first_token_id}, {num_bins} bins")
         self.first_token_id = int(first_token_id)
         self.num_bins = int(num_bins)
+        self.eos_token_id = int(eos_token_id)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         mask = torch.full_like(scores, float("-inf"))
         mask[:, self.first_token_id : self.first_token_id + self.num_bins] = 0.0
+        mask[:, self.eos_token_id] = 0.0
         return scores + mask
 
 

@@ -28,7 +28,6 @@ from transformers import ResNetConfig
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
-from transformers.generation import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
@@ -40,6 +39,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.resnet.modeling_resnet import ResNetEmbeddings, ResNetEncoder
 
 from .configuration_unival import UnivalConfig, explain_missing_checkpoint
+from .generation import UnivalGenerationMixin
 from .ids import MODALITY_NAMES, Modality
 from .towers import UnivalAudioTower, UnivalVideoTower, init_tower_weights
 
@@ -968,8 +968,9 @@ class UnivalDecoder(UnivalPreTrainedModel):
                 f"the decoder input reaches {total_len} positions, more than max_target_positions="
                 f"{self.config.max_target_positions}: shorten `decoder_input_ids`/`labels` or `max_new_tokens`"
             )
-        hidden_states, target_positions = self.embed(input_ids, past_len)
-        self_bias = self._self_attention_bias(target_positions, past_len, input_ids, attention_mask)
+        key_padding = self._key_padding(input_ids, attention_mask, past_len, total_len)
+        hidden_states, target_positions = self.embed(input_ids, self._position_ids(attention_mask, total_len), past_len)
+        self_bias = self._self_attention_bias(target_positions, past_len, key_padding)
         cross_bias = self._cross_attention_bias(
             target_positions[:, past_len:], encoder_position_embeddings, encoder_attention_mask
         )
@@ -980,11 +981,27 @@ class UnivalDecoder(UnivalPreTrainedModel):
             last_hidden_state=hidden_states, cache=cache, hidden_states=all_hidden_states
         )
 
-    def embed(self, input_ids: torch.Tensor, past_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """input_ids (batch, q_len), the new tokens after `past_len` cached ones -> token embeddings after dropout
-        (batch, q_len, dim) and the LayerNormed position embeddings of all past and new positions (1, total, dim)."""
-        positions = torch.arange(past_len + input_ids.shape[1], device=input_ids.device)
-        raw_positions = self.embed_positions(positions).unsqueeze(0)  # (1, total, dim)
+    def _position_ids(self, attention_mask: torch.Tensor | None, total_len: int) -> torch.Tensor:
+        """Decoder position of every past and new column: (batch or 1, total). Positions count from each row's first
+        real token, so that a left-padded prompt (a batch of questions of different lengths, as the "prev_output"
+        tasks put them in the decoder) sees the positions it would see alone. Only the absolute position bias moves
+        with the shift: the relative bias depends on column differences, the same with or without the padding.
+        Right padding (training targets) and no mask give 0..total-1 for every row, as the original."""
+        columns = torch.arange(total_len, device=self.embed_positions.weight.device)
+        if attention_mask is None:
+            return columns.unsqueeze(0)
+        leading_pads = attention_mask.eq(0).long().cumprod(-1).sum(-1, keepdim=True)  # (batch, 1)
+        if not bool(leading_pads.any()):
+            return columns.unsqueeze(0)
+        return (columns.unsqueeze(0) - leading_pads).clamp(min=0)
+
+    def embed(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, past_len: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids (batch, q_len), the new tokens after `past_len` cached ones; position_ids (batch or 1, total) ->
+        token embeddings after dropout (batch, q_len, dim) and the LayerNormed position embeddings of all past and
+        new positions (batch or 1, total, dim)."""
+        raw_positions = self.embed_positions(position_ids)
         hidden_states = self.embed_tokens(input_ids)
         if self.config.entangle_position_embedding:
             hidden_states = hidden_states + raw_positions[:, past_len:]
@@ -994,19 +1011,14 @@ class UnivalDecoder(UnivalPreTrainedModel):
         return hidden_states, self.pos_ln(raw_positions)
 
     def _self_attention_bias(
-        self,
-        target_positions: torch.Tensor,
-        past_len: int,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
+        self, target_positions: torch.Tensor, past_len: int, key_padding: torch.Tensor | None
     ) -> torch.Tensor:
-        """Absolute self-attention bias of the new queries over all keys, with the causal mask and key padding:
-        target_positions (1, total, dim) -> (batch or 1, heads, q_len, total)."""
+        """Absolute self-attention bias of the new queries over all keys, with the causal mask and key padding
+        (batch, total) or None: target_positions (batch or 1, total, dim) -> (batch or 1, heads, q_len, total)."""
         total_len = target_positions.shape[1]
-        bias = self.self_position_bias(target_positions[:, past_len:], target_positions)  # (1, heads, q, total)
-        positions = torch.arange(total_len, device=input_ids.device)
+        bias = self.self_position_bias(target_positions[:, past_len:], target_positions)  # (B or 1, heads, q, total)
+        positions = torch.arange(total_len, device=target_positions.device)
         masked = (positions[None, :] > positions[past_len:, None]).unsqueeze(0)  # (1, q, total), True = masked
-        key_padding = self._key_padding(input_ids, attention_mask, past_len, total_len)
         if key_padding is not None:
             masked = masked | key_padding[:, None, :]
         return bias.masked_fill(masked.unsqueeze(1), torch.finfo(bias.dtype).min)
@@ -1217,7 +1229,7 @@ def label_smoothed_cross_entropy(
     return token_loss.sum() / denominator
 
 
-class UnivalForConditionalGeneration(UnivalPreTrainedModel, GenerationMixin):
+class UnivalForConditionalGeneration(UnivalPreTrainedModel, UnivalGenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
 
     def __init__(self, config: UnivalConfig):
@@ -1312,6 +1324,40 @@ class UnivalForConditionalGeneration(UnivalPreTrainedModel, GenerationMixin):
             decoder_features=outputs.last_hidden_state,
             encoder_attention_mask=outputs.encoder_attention_mask,
             encoder_position_embeddings=outputs.encoder_position_embeddings,
+        )
+
+    def score_candidates(
+        self,
+        candidates: list[list[int]],
+        decoder_input_ids: torch.LongTensor,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: UnivalEncoderOutput | None = None,
+        candidate_batch_size: int | None = None,
+        **encoder_inputs,
+    ) -> torch.FloatTensor:
+        r"""
+        The original's all-candidate scoring (SNLI-VE, VQA "allcand"): for every row, the summed log-probability of
+        each candidate answer and its `</s>`, teacher-forced after the row's `<s>` + question and renormalised over
+        the tokens the trie of all candidates allows. See [`~candidate_scoring.score_candidates`] for the arguments.
+
+        ```python
+        >>> candidates = [tokenizer(" " + a, add_special_tokens=False)["input_ids"] for a in ("yes", "no", "two")]
+        >>> inputs = processor(task="vqa", question=questions, images=images, return_decoder_prompt=True,
+        ...                    return_tensors="pt")
+        >>> scores = model.score_candidates(candidates, **inputs)  # `<s>` + question prompts, left-padded
+        >>> predicted = scores.argmax(-1)  # (batch_size,) candidate indices
+        ```
+        """
+        from .candidate_scoring import score_candidates  # the scorer imports this module
+
+        return score_candidates(
+            self,
+            candidates,
+            decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            candidate_batch_size=candidate_batch_size,
+            **encoder_inputs,
         )
 
 

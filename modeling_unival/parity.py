@@ -3,7 +3,9 @@
 FOLDER is either
 * a model fixture folder (`original_args.json`, `original_state_dict.pt`, `cases.pt`, as `shared/fixtures/parity`):
   the config is built from the arguments, the state dict converted with the port's key map, and every case is run
-  teacher-forced and through the 8-step greedy loop with `generate()`; or
+  teacher-forced and through the 8-step greedy loop with `generate()`; with a `generation.pt` beside them, the
+  original's decoded outputs are reproduced too (`generation_parity`: beam / greedy / grounding / VQA prefix + trie
+  through `generate()`, and the all-candidate scorers through `score_candidates`); or
 * a tower fixture folder (`towers.pt`, as `shared/fixtures/towers`): every tower entry is rebuilt from its recipe
   and run on its cases (`tower_parity`).
 
@@ -13,7 +15,9 @@ exactly; the other outputs (decoder features, encoder output, encoder position e
 differences" and are printed, not judged. Tower fixtures: see `tower_parity.tower_tolerance`.
 
 One line per case with its largest differences, then `parity: K/N cases ok`; the exit status is non-zero unless
-every case passes. Nothing here depends on the particular sizes or values of the shipped fixtures.
+every case passes. Nothing here depends on the particular sizes or values of the shipped fixtures. Decoded
+outputs are judged by the rules of their README (tokens exactly, log-probs within 3e-4, sums within 2e-4 per
+token).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 import torch
 
 from .conversion import check_original_buffers, config_from_original_args, load_original_state_dict
+from .conversion.keys import convert_original_key
 from .ids import Modality
 from .modeling_unival import UnivalForConditionalGeneration
 from .tower_parity import run_tower_parity
@@ -148,7 +153,56 @@ def run_model_parity(folder: Path) -> tuple[int, int]:
             ok, detail = False, f"error: {type(error).__name__}: {error}"
         passed += ok
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
-    return passed, len(cases)
+    total = len(cases)
+    if (folder / "generation.pt").exists():
+        generation = torch.load(folder / "generation.pt", map_location="cpu", weights_only=True)
+        generation_passed, generation_total = run_generation_parity(model, generation, cases)
+        passed, total = passed + generation_passed, total + generation_total
+    return passed, total
+
+
+def _replaced_weights(model: UnivalForConditionalGeneration, weights: dict) -> dict[str, torch.Tensor]:
+    """The port's tensors named (in the original's keys) by a `generation.pt` weights entry: {port key: value}."""
+    parameters = dict(model.state_dict(keep_vars=True))
+    replaced = {}
+    for key, value in weights.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            port_key = convert_original_key(key)
+            if port_key not in parameters:
+                raise KeyError(f"weights entry {key!r} names no tensor of the port")
+            replaced[port_key] = value.float()
+    return replaced
+
+
+def run_generation_parity(model: UnivalForConditionalGeneration, generation: dict, cases: dict) -> tuple[int, int]:
+    """The decoded-output cases of `generation.pt` (see `generation_parity`), each under its weights: an entry
+    other than `fixture` replaces some tensors of the fixture's model (`eos_boost`: the final decoder LayerNorm's
+    bias), restored afterwards."""
+    from .generation_parity import run_allcand_case, run_generator_case
+
+    parameters = dict(model.state_dict(keep_vars=True))
+    passed = total = 0
+    for name, case in generation["cases"].items():
+        replaced = _replaced_weights(model, generation["weights"][case["weights"]])
+        kept = {key: parameters[key].detach().clone() for key in replaced}
+        try:
+            with torch.no_grad():
+                for key, value in replaced.items():
+                    parameters[key].copy_(value)
+            if case["kind"] == "generate":
+                ok, detail = run_generator_case(model, case, generation["settings"], cases)
+            else:
+                ok, detail = run_allcand_case(model, case, cases)
+        except Exception as error:  # report and go on, as above
+            ok, detail = False, f"error: {type(error).__name__}: {error}"
+        finally:
+            with torch.no_grad():
+                for key, value in kept.items():
+                    parameters[key].copy_(value)
+        passed += ok
+        total += 1
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    return passed, total
 
 
 def main(argv: list[str] | None = None) -> int:

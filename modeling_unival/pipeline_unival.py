@@ -77,8 +77,9 @@ class UnivalPipeline(Pipeline):
     - `prompt=`: an encoder prompt used verbatim (no task), e.g. `prompt=" what does the image describe?"`.
 
     Batching: `batch_size=N` runs up to N samples per `generate()` call (one processor call, padded once). Samples of
-    one call share their task and modality, and for the tasks that force the prompt as the decoder prefix (VQA, video
-    QA, entailment) its length; the results come back in input order, equal to those of `batch_size=1`.
+    one call share their task and modality; the questions of the tasks that put them in the decoder (VQA, video QA,
+    entailment) are left-padded there, whatever their lengths. The results come back in input order, equal to those
+    of `batch_size=1`.
 
     Returns, for one input, a list with one dict per returned sequence (`num_return_sequences`); for a list of inputs,
     a list of such lists. Each dict has `generated_text` (captions and answers cleaned as in the original
@@ -194,14 +195,10 @@ class UnivalPipeline(Pipeline):
         return None if task is None else self._processing_module("tasks").resolve_task(task)
 
     def _group_key(self, sample: dict, spec) -> tuple:
-        """Samples with equal keys run in one `generate()` call: same task and modality, and for the prev_output layout
-        (the prompt forced as the decoder prefix, which the decoder's absolute positions do not let us left-pad) the
-        same prompt length."""
-        prefix_length = None
-        if spec is not None and self.processor.prompt_type_of(spec.name) == "prev_output" and sample["text"]:
-            prompt = self.processor.build_prompt(spec.name, **{spec.primary_field: sample["text"]})
-            prefix_length = len(self.processor.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        return (None if spec is None else spec.name, sample["modality"], prefix_length)
+        """Samples with equal keys run in one `generate()` call: same task and modality. Questions of different
+        lengths decode together (left-padded decoder prompts; the decoder counts positions from each row's first
+        real token)."""
+        return (None if spec is None else spec.name, sample["modality"])
 
     def _batches(self, samples: list[dict], batch_size: int, task, prompt) -> list[dict]:
         groups: dict[tuple, list[int]] = {}
@@ -322,8 +319,6 @@ class UnivalPipeline(Pipeline):
         inputs = self._processor_call(batch, prompt, timeout, processor_kwargs or {})
         image_sizes = inputs.pop("image_sizes", None)
         inputs = dict(inputs.to(dtype=self.dtype) if self.dtype is not None else inputs)  # floating tensors only
-        # The samples of one batch share the decoder prompt's length (see `_group_key`): it needs no mask.
-        inputs.pop("decoder_attention_mask", None)
         decoder_prompt = inputs.get("decoder_input_ids")
         spec = batch["spec"]
         meta = {
@@ -350,7 +345,8 @@ class UnivalPipeline(Pipeline):
             overrides.update(
                 logits_processor=processors,
                 min_new_tokens=tasks.NUM_LOCATION_TOKENS,
-                max_new_tokens=tasks.NUM_LOCATION_TOKENS,
+                max_new_tokens=tasks.GROUNDING_GENERATION["max_new_tokens"],
+                force_final_eos=True,
             )
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs, **overrides)
         sequences = self.model.generate(**inputs, **generate_kwargs)
@@ -361,7 +357,10 @@ class UnivalPipeline(Pipeline):
         input_texts = meta["input_texts"]
         per_sample = len(sequences) // len(input_texts)  # num_return_sequences
         if return_tensors:
-            records = [{"generated_token_ids": sequence} for sequence in sequences]
+            # A left-padded decoder prompt (questions of different lengths) leaves `<pad>` in front of a row's
+            # `<s>`: returned without it, as the row decoded alone.
+            pad = self.processor.tokenizer.pad_token_id
+            records = [{"generated_token_ids": sequence[int(sequence.ne(pad).int().argmax()) :]} for sequence in sequences]
         elif meta["task"] is None:
             decoded = self.processor.batch_decode(sequences[:, meta["prompt_length"] :], skip_special_tokens=True)
             records = [{"generated_text": text.strip()} for text in decoded]

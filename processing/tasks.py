@@ -50,22 +50,33 @@ NUM_LOCATION_TOKENS = 4
 # --------------------------------------------------------------------------------------------------------------------
 # Inference settings of the original evaluation scripts (reference section 8), as `generate()` keyword arguments.
 # --------------------------------------------------------------------------------------------------------------------
-# fairseq's beam search with `--unnormalized` ranks finished hypotheses by their summed log-probability: that is
-# `length_penalty=0.0`; it stops once `num_beams` hypotheses are finished: `early_stopping=True`.
+# How the original's generator counts and ends (see `modeling_unival.generation`): its `max_len_b` free tokens are
+# followed by a forced, scored `</s>` (`max_new_tokens = max_len_b + 1`, `force_final_eos`), `<pad>` is never
+# generated, and `--unnormalized` ranks by the summed log-probability (`length_penalty=0.0`; without it the score is
+# divided by the length, `</s>` included: 1.0). The search stops once `num_beams` hypotheses are finished.
+_ORIGINAL_ENDING = {"force_final_eos": True, "suppress_tokens": [PAD_TOKEN_ID], "early_stopping": True}
+# Captions (COCO eval script): beam 5, max_len_b 22, min_len 1, no repeated 3-gram, unnormalized.
 CAPTION_GENERATION = MappingProxyType({
-    "num_beams": 5, "max_new_tokens": 22, "min_new_tokens": 1, "no_repeat_ngram_size": 3, "length_penalty": 0.0,
-    "early_stopping": True,
+    "num_beams": 5, "max_new_tokens": 22 + 1, "min_new_tokens": 1, "no_repeat_ngram_size": 3, "length_penalty": 0.0,
+    **_ORIGINAL_ENDING,
 })
-# VQA: beam 5, unnormalized; the original also restricts answers to a trie of its answer list (see
-# `modeling_unival.constrained_decoding.AnswerTrie`), which a checkpoint cannot store.
-ANSWER_GENERATION = MappingProxyType({"num_beams": 5, "max_new_tokens": 16, "length_penalty": 0.0, "early_stopping": True})
-# RefCOCO: beam 5, exactly four location tokens, no repeated 3-gram.
+# VQA: beam 5, unnormalized, the question as a decoder prompt. No min_len ban: the original's counts the question,
+# so it is over before the answer starts. The original also restricts answers to a trie of its answer list (see
+# `modeling_unival.constrained_decoding.AnswerTrie`), which a checkpoint cannot store; its length limit, 200 tokens
+# with the question, never binds a trie answer, so a free answer is bounded at 16 tokens instead.
+ANSWER_GENERATION = MappingProxyType({
+    "num_beams": 5, "max_new_tokens": 16, "min_new_tokens": 0, "length_penalty": 0.0, **_ORIGINAL_ENDING,
+})
+# RefCOCO: beam 5, exactly four location tokens and `</s>`, no repeated 3-gram, length-normalised score.
 GROUNDING_GENERATION = MappingProxyType({
-    "num_beams": 5, "min_new_tokens": NUM_LOCATION_TOKENS, "max_new_tokens": NUM_LOCATION_TOKENS,
-    "no_repeat_ngram_size": 3, "early_stopping": True,
+    "num_beams": 5, "min_new_tokens": NUM_LOCATION_TOKENS, "max_new_tokens": NUM_LOCATION_TOKENS + 1,
+    "no_repeat_ngram_size": 3, "length_penalty": 1.0, **_ORIGINAL_ENDING,
 })
-# yes / no / maybe answers: one token and </s>.
-LABEL_GENERATION = MappingProxyType({"num_beams": 5, "max_new_tokens": 3, "length_penalty": 0.0, "early_stopping": True})
+# yes / no / maybe answers: at most two tokens and `</s>` (the original scores these sets instead: see
+# `UnivalForConditionalGeneration.score_candidates`).
+LABEL_GENERATION = MappingProxyType({
+    "num_beams": 5, "max_new_tokens": 3, "min_new_tokens": 0, "length_penalty": 0.0, **_ORIGINAL_ENDING,
+})
 # Settings that only mean something to beam search, with transformers' neutral values: a greedy configuration sets
 # them to these (rather than leaving them unset, which would let `generate()` take a checkpoint's beam settings
 # and warn that greedy decoding ignores them).

@@ -29,3 +29,17 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def parity_fixtures() -> Path:
     return shared_path("fixtures", "parity")
+
+
+@pytest.fixture(scope="module")
+def original_generation():
+    """The parity fixture's model, converted (eval, float32), with the original's decoded outputs (`generation.pt`)
+    and the cases whose inputs they reuse (`cases.pt`)."""
+    import torch
+
+    from modeling_unival.parity import load_original_model
+
+    folder = shared_path("fixtures", "parity", "generation.pt").parent
+    model, _ = load_original_model(folder)
+    load = lambda name: torch.load(folder / name, map_location="cpu", weights_only=True)  # noqa: E731
+    return model, load("generation.pt"), load("cases.pt")

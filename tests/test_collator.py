@@ -481,25 +481,27 @@ def test_generation_batches(processor, collator, world, one_of_each):
     for gb in batches:
         assert isinstance(gb, GenerationBatch) and 1 <= len(gb.references) <= 4
         assert {r["task"] for r in gb.references} == {gb.task}
-        assert "labels" not in gb.inputs and "decoder_attention_mask" not in gb.inputs
+        assert "labels" not in gb.inputs
         if gb.task in PREV_OUTPUT_TASKS:
             assert gb.prompt_type == "prev_output"
-            decoder = gb.inputs["decoder_input_ids"]
-            assert decoder.shape[1] == gb.decoder_prompt_length
-            prompt_len = gb.inputs["attention_mask"].sum(1) - 1  # <s> + prompt tokens
-            assert prompt_len.tolist() == [gb.decoder_prompt_length] * decoder.shape[0]
-            assert torch.equal(decoder[:, 1:], gb.inputs["input_ids"][:, 1 : gb.decoder_prompt_length])
+            decoder, mask = gb.inputs["decoder_input_ids"], gb.inputs["decoder_attention_mask"]
+            assert decoder.shape == mask.shape and decoder.shape[1] == gb.decoder_prompt_length
+            for row in range(decoder.shape[0]):  # `<s>` + the question, left-padded
+                length = int(gb.inputs["attention_mask"][row].sum()) - 1  # the encoder's copy ends with `</s>`
+                assert mask[row].tolist() == [0] * (decoder.shape[1] - length) + [1] * length
+                assert decoder[row, decoder.shape[1] - length :].tolist() == gb.inputs["input_ids"][row, :length].tolist()
         else:
-            assert "decoder_input_ids" not in gb.inputs and gb.decoder_prompt_length == 1
+            assert "decoder_input_ids" not in gb.inputs and "decoder_attention_mask" not in gb.inputs
+            assert gb.decoder_prompt_length == 1
         config = gb.generation_config()
         assert {k: getattr(config, k) for k in T.TASKS[gb.task].generation} == dict(T.TASKS[gb.task].generation)
         if gb.task in ("vqa", "visual_grounding", "caption") and gb.task not in ran:
             ran.add(gb.task)
             kwargs = dict(T.TASKS[gb.task].generation, num_beams=2)
-            kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], 4)
+            kwargs["max_new_tokens"] = min(kwargs["max_new_tokens"], 5)  # grounding: four bins and `</s>`
             kwargs.pop("min_new_tokens", None)
             if gb.task == "visual_grounding":
-                kwargs["bad_words_ids"] = [[i] for i in range(BIN_TOKEN_OFFSET)]
+                kwargs["bad_words_ids"] = [[i] for i in range(BIN_TOKEN_OFFSET) if i != EOS_TOKEN_ID]
             with torch.no_grad():
                 out = model.generate(**gb.inputs, **kwargs)
             assert out.shape[0] == len(gb.references)
@@ -526,8 +528,21 @@ def test_build_generation_inputs(collator, world):
     vqa = [ex for ex in dd["train"] if ex["task"] == "vqa"]
     lengths = {len(collator._prompt_ids([collator.build_prompt(ex)])[0]) for ex in vqa}
     assert len(lengths) > 1
-    with pytest.raises(ValueError, match="prompt length"):
-        collator.build_generation_inputs(vqa)
+    # Questions of different lengths share one call, left-padded in the decoder, and decode as they do alone.
+    inputs, _ = collator.build_generation_inputs(vqa)
+    width = inputs["decoder_input_ids"].shape[1]
+    model = tiny_model()
+    settings = dict(num_beams=3, max_new_tokens=4, return_dict_in_generate=True, output_scores=True)
+    with torch.no_grad():
+        batched = model.generate(**inputs, **settings)
+        for row, example in enumerate(vqa):
+            alone_inputs, _ = collator.build_generation_inputs([example])
+            alone = model.generate(**alone_inputs, **settings)
+            alone_width = alone_inputs["decoder_input_ids"].shape[1]
+            assert batched.sequences[row, width:].tolist()[: alone.sequences.shape[1] - alone_width] == (
+                alone.sequences[0, alone_width:].tolist()
+            )
+            torch.testing.assert_close(batched.sequences_scores[row], alone.sequences_scores[0], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="prev_output"):
         collator.build_generation_inputs([vqa[0], captions[0]])
     inputs, _ = collator.build_generation_inputs(vqa[:1])

@@ -44,9 +44,12 @@ def test_directory_is_complete(converted):
     out, _ = converted
     names = {p.name for p in out.iterdir()}
     assert {"model.safetensors", "config.json", "generation_config.json", "README.md", "modeling_unival.py",
-            "configuration_unival.py", "towers.py", "tokenizer_config.json", "processor_config.json"} <= names, names
+            "configuration_unival.py", "towers.py", "generation.py", "tokenizer_config.json",
+            "processor_config.json"} <= names, names
     generation = GenerationConfig.from_pretrained(out)
-    assert (generation.num_beams, generation.max_new_tokens, generation.no_repeat_ngram_size) == (5, 22, 3)
+    # The original's caption settings: 22 free tokens and a forced, scored `</s>`.
+    assert (generation.num_beams, generation.max_new_tokens, generation.no_repeat_ngram_size) == (5, 23, 3)
+    assert generation.force_final_eos and generation.suppress_tokens == [1]
     assert generation.decoder_start_token_id == 0
     # The modeling code travels as remote code; the conversion package does not (a checkpoint loads without it).
     assert not any("conversion" in name for name in names), names

@@ -48,10 +48,10 @@ The batch is a plain `dict` of tensors with exactly the keys `UnivalForCondition
 kept apart from the model inputs. `last_task_counts` / `task_counts` count the tasks of the last / all batches built
 by this collator object (with DataLoader workers, each worker counts its own batches: use `collate_with_meta`).
 
-Evaluation: `iter_generation_batches(examples, batch_size)` groups examples by task (and, for prev_output tasks, by
-prompt length: the question is forced as the decoder prefix and the decoder has absolute positions, so rows of one
-`generate()` call must share that prefix length) and yields `GenerationBatch`es with the `generate()` inputs, the
-references and the task's original generation settings; `build_generation_inputs(examples)` builds one such batch.
+Evaluation: `iter_generation_batches(examples, batch_size)` groups examples by task and modality and yields
+`GenerationBatch`es with the `generate()` inputs (for prev_output tasks the questions left-padded in the decoder,
+with `decoder_attention_mask`), the references and the task's original generation settings;
+`build_generation_inputs(examples)` builds one such batch.
 """
 
 from __future__ import annotations
@@ -91,8 +91,9 @@ class GenerationBatch(NamedTuple):
 
     `task`: canonical task name; `prompt_type`: "none" or "prev_output"; `inputs`: dict of tensors (with
     `decoder_input_ids` = `<s>` + prompt for prev_output tasks); `references`: one dict per example (see
-    `UnivalMultitaskCollator.reference`); `decoder_prompt_length`: decoder positions before the generated tokens (1, or 1 + prompt tokens for
-    prev_output), e.g. for `processor.post_process_vqa(out, prompt_lengths=batch.decoder_prompt_length)`.
+    `UnivalMultitaskCollator.reference`); `decoder_prompt_length`: decoder columns before the generated tokens (1,
+    or for prev_output the width of the left-padded prompts), e.g. for
+    `processor.post_process_vqa(out, prompt_lengths=batch.decoder_prompt_length)`.
     """
 
     task: str
@@ -310,15 +311,14 @@ class UnivalMultitaskCollator:
     # Evaluation
     # ---------------------------------------------------------------------------------------------------------------
     def build_generation_inputs(self, examples) -> tuple[dict[str, torch.Tensor], list[dict]]:
-        """`(inputs, references)` for one `generate()` call. All examples must share the decoder layout and, for
-        prev_output tasks, the prompt length (use `iter_generation_batches` to group any list of examples)."""
+        """`(inputs, references)` for one `generate()` call. All examples must share the decoder layout (use
+        `iter_generation_batches` to group any list of examples)."""
         batch = self._generation_batch(_as_example_list(examples))
         return batch.inputs, batch.references
 
     def iter_generation_batches(self, examples: Iterable, batch_size: int):
-        """Yield `GenerationBatch`es over `examples`, grouped by task and modality (and by prompt length for
-        prev_output tasks), at most `batch_size` examples each, groups in order of first appearance. Media are
-        loaded batch by batch."""
+        """Yield `GenerationBatch`es over `examples`, grouped by task and modality, at most `batch_size` examples
+        each, groups in order of first appearance. Media are loaded batch by batch."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         groups: dict[tuple, list[dict]] = {}
@@ -326,8 +326,6 @@ class UnivalMultitaskCollator:
             task = self.task_of(example)
             layout = self.prompt_type_of(task)
             key: tuple = (task, self.modality_of(example), layout)
-            if layout == "prev_output":
-                key += (len(self._prompt_ids([self.build_prompt(example)])[0]),)
             groups.setdefault(key, []).append(example)
         for members in groups.values():
             for start in range(0, len(members), batch_size):
@@ -346,17 +344,9 @@ class UnivalMultitaskCollator:
             )
         (layout,) = layouts
         encoded = self._process(items, decoder_prompt=layout == "prev_output")
-        decoder_prompt_length = 1
-        if layout == "prev_output":
-            mask = encoded["decoder_attention_mask"]
-            if not bool(np.all(mask == 1)):
-                raise ValueError(
-                    "prev_output examples of one generate() call must share the prompt length (the decoder has "
-                    "absolute positions, a left-padded prefix would shift them); use iter_generation_batches"
-                )
-            decoder_prompt_length = int(encoded["decoder_input_ids"].shape[1])
-            del encoded["decoder_attention_mask"]
-        keys = MODEL_INPUT_KEYS[:6] + ("decoder_input_ids",)
+        # prev_output prompts are left-padded: the generated tokens start at the same column in every row.
+        decoder_prompt_length = int(encoded["decoder_input_ids"].shape[1]) if layout == "prev_output" else 1
+        keys = MODEL_INPUT_KEYS[:6] + ("decoder_input_ids", "decoder_attention_mask")
         inputs = {key: torch.from_numpy(np.ascontiguousarray(encoded[key])) for key in keys if key in encoded}
         task = tasks.pop() if len(tasks) == 1 else "mixed"
         references = [self.reference(example) for example in examples]

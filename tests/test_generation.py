@@ -1,0 +1,218 @@
+"""UnIVAL's decoding: the original's beam search and ending, ragged decoder prompts, the answer trie."""
+
+import pytest
+import torch
+from transformers import LogitsProcessorList
+
+from modeling_unival import AnswerTrie
+from modeling_unival.generation import UnivalFinalEosLogitsProcessor
+from modeling_unival.parity import run_generation_parity
+from tiny import media, text_ids, tiny_model
+
+
+EOS, PAD = 2, 1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The original's decoded outputs (generation.pt)
+# --------------------------------------------------------------------------------------------------------------------
+def test_every_decoded_case_of_the_original_reproduces(original_generation, capsys):
+    """Beam, greedy, grounding, normalised and unnormalised, forced prefix + trie, natural and forced endings, and
+    the all-candidate scorers: the original's outputs (the README's tolerances), batched and row by row, each under
+    its weights (`eos_boost` replaces one tensor, restored afterwards)."""
+    model, fixture, cases = original_generation
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    passed, total = run_generation_parity(model, fixture, cases)
+    report = capsys.readouterr().out
+    assert total == len(fixture["cases"]) > 0
+    assert passed == total, "\n".join(line for line in report.splitlines() if not line.startswith("ok"))
+    assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Ragged decoder prompts
+# --------------------------------------------------------------------------------------------------------------------
+def _left_padded(prompts):
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), PAD)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        mask[row, width - len(prompt) :] = 1
+    return ids, mask
+
+
+def _questions(n, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [[0] + torch.randint(4, 400, (1 + (5 * k) % 11,), generator=generator).tolist() for k in range(n)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(seed=3)
+
+
+def _decode(model, inputs, prompts, beams, trie, **extra):
+    ids, mask = _left_padded(prompts)
+    processors = LogitsProcessorList([trie.logits_processor(prompt_length=ids.shape[1])] if trie else [])
+    out = model.generate(
+        **inputs, decoder_input_ids=ids, decoder_attention_mask=mask, logits_processor=processors, num_beams=beams,
+        num_return_sequences=beams, do_sample=False, max_new_tokens=5, force_final_eos=True, suppress_tokens=[PAD],
+        return_dict_in_generate=True, output_scores=True, **extra,
+    )
+    if beams > 1:
+        scores = model.compute_transition_scores(out.sequences, out.scores, out.beam_indices, normalize_logits=False)
+    else:
+        scores = torch.stack(out.scores, 1).gather(-1, out.sequences[:, ids.shape[1] :, None]).squeeze(-1)
+    generated = out.sequences[:, ids.shape[1] :]
+    return generated, scores, ids.shape[1]
+
+
+def _rows(inputs, row):
+    return {key: value[row : row + 1] for key, value in inputs.items()}
+
+
+@pytest.mark.parametrize("beams", [1, 5])
+@pytest.mark.parametrize("with_trie", [False, True])
+def test_twelve_questions_of_different_lengths_decode_as_alone(model, beams, with_trie):
+    questions = _questions(12)
+    assert len({len(q) for q in questions}) > 5
+    ids, mask = text_ids([len(q) + 1 for q in questions], seed=4)
+    inputs = {"input_ids": ids, "attention_mask": mask, "pixel_values": media("image", 12, seed=5)}
+    trie = AnswerTrie([[9, 10, EOS], [9, EOS], [11, 12, 13, EOS], [14, EOS]], EOS) if with_trie else None
+    with torch.no_grad():
+        generated, scores, _ = _decode(model, inputs, questions, beams, trie)
+        for row, question in enumerate(questions):
+            alone, alone_scores, _ = _decode(model, _rows(inputs, row), [question], beams, trie)
+            mine = generated[row * beams : (row + 1) * beams, : alone.shape[1]]
+            assert torch.equal(mine, alone), row
+            finite = torch.isfinite(alone_scores)
+            torch.testing.assert_close(
+                scores[row * beams : (row + 1) * beams, : alone.shape[1]][finite], alone_scores[finite], atol=1e-5, rtol=0
+            )
+    if with_trie:  # every returned answer is one of the trie's; four answers fill four of five beams, as the original
+        answers = {(9, 10), (9,), (11, 12, 13), (14,)}
+        finished = [sequence for sequence in generated.tolist() if EOS in sequence]
+        assert len(finished) == 12 * min(beams, 4)
+        for sequence in finished:
+            assert tuple(sequence[: sequence.index(EOS)]) in answers
+
+
+def test_a_mixed_image_and_video_batch_of_questions_decodes_as_alone(model):
+    questions = _questions(4, seed=1)
+    ids, mask = text_ids([len(q) + 1 for q in questions], seed=6)
+    inputs = {"input_ids": ids, "attention_mask": mask, "pixel_values": media("image", 2, seed=7),
+              "pixel_values_videos": media("video", 2, seed=8), "patch_types": torch.tensor([0, 1, 1, 0])}
+    with torch.no_grad():
+        generated, scores, _ = _decode(model, inputs, questions, 5, None)
+        for row, question in enumerate(questions):
+            single = {"input_ids": ids[row : row + 1], "attention_mask": mask[row : row + 1],
+                      "patch_types": inputs["patch_types"][row : row + 1]}
+            kind = int(inputs["patch_types"][row])
+            key = ("pixel_values", "pixel_values_videos")[kind]
+            index = int((inputs["patch_types"][:row] == kind).sum())
+            single[key] = inputs[key][index : index + 1]
+            alone, alone_scores, _ = _decode(model, single, [question], 5, None)
+            assert torch.equal(generated[row * 5 : (row + 1) * 5, : alone.shape[1]], alone)
+            torch.testing.assert_close(scores[row * 5 : (row + 1) * 5, : alone.shape[1]], alone_scores, atol=1e-5, rtol=0)
+
+
+def test_left_padding_shifts_positions_not_logits(model):
+    """Teacher-forced logits of a left-padded prompt at its real columns equal the prompt's logits alone."""
+    prompts = [[0, 10, 11, 12], [0, 20, 21, 22, 23, 24, 25], [0]]
+    ids, mask = text_ids([5, 7, 3], seed=1)
+    pixels = media("image", 3)
+    decoder, decoder_mask = _left_padded(prompts)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, decoder_input_ids=decoder,
+                       decoder_attention_mask=decoder_mask).logits
+        for row, prompt in enumerate(prompts):
+            alone = model(input_ids=ids[row : row + 1], attention_mask=mask[row : row + 1],
+                          pixel_values=pixels[row : row + 1], decoder_input_ids=torch.tensor([prompt])).logits
+            torch.testing.assert_close(logits[row, decoder.shape[1] - len(prompt) :], alone[0], atol=1e-5, rtol=0)
+        # Without the mask the pads would be read as tokens at positions 0..: the logits differ.
+        unmasked = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, decoder_input_ids=decoder).logits
+        assert (unmasked[1:, -1] - logits[1:, -1]).abs().max() > 1e-3 or (unmasked[0, -1] - logits[0, -1]).abs().max() > 1e-3
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The search and its processors
+# --------------------------------------------------------------------------------------------------------------------
+def test_final_eos_keeps_its_log_prob():
+    processor = UnivalFinalEosLogitsProcessor(max_length=4, eos_token_id=EOS)
+    scores = torch.log_softmax(torch.randn(2, 9), -1)
+    assert torch.equal(processor(torch.zeros(2, 2, dtype=torch.long), scores), scores)  # not the last step
+    forced = processor(torch.zeros(2, 3, dtype=torch.long), scores)
+    assert torch.equal(forced[:, EOS], scores[:, EOS])
+    assert torch.isinf(forced[:, :EOS]).all() and torch.isinf(forced[:, EOS + 1 :]).all()
+
+
+def test_force_final_eos_counts_the_end_in_max_new_tokens(model):
+    ids, mask = text_ids([6, 4], seed=2)
+    with torch.no_grad():
+        ended = model.generate(input_ids=ids, attention_mask=mask, num_beams=3, max_new_tokens=6, force_final_eos=True,
+                               return_dict_in_generate=True, output_scores=True)
+        free = model.generate(input_ids=ids, attention_mask=mask, num_beams=3, max_new_tokens=6)
+    assert ended.sequences.shape[1] <= 7 and (ended.sequences == EOS).any(1).all()
+    # The scored ending: the sequence score is the sum of the per-token scores, `</s>` included.
+    steps = model.compute_transition_scores(ended.sequences, ended.scores, ended.beam_indices, normalize_logits=False)
+    lengths = (ended.sequences[:, 1:] != PAD).sum(1)
+    torch.testing.assert_close(ended.sequences_scores, steps.sum(1) / lengths, atol=1e-5, rtol=0)  # length_penalty 1
+    assert free.shape[1] == 7  # transformers' semantics without it: six free tokens
+
+
+def test_the_answer_trie_renormalises_and_matches_the_reference_sets():
+    answers = [[9, 10, EOS], [9, EOS], [11, 12, 13, EOS], [14, EOS], [9, 10, 15, EOS]]
+    trie = AnswerTrie(answers, EOS)
+    processor = trie.logits_processor(prompt_length=2)
+    histories = [[], [9], [9, 10], [11], [11, 12], [11, 12, 13], [14], [7], [9, 10, 15]]
+    width = max(map(len, histories))
+    input_ids = torch.full((len(histories), 2 + width), PAD)
+    for row, history in enumerate(histories):
+        input_ids[row, :2] = torch.tensor([0, 5])
+        input_ids[row, 2 : 2 + len(history)] = torch.tensor(history, dtype=torch.long)
+    # Rows of different answer lengths cannot share a call (the answer so far ends where the row does): one row each.
+    logits = torch.randn(len(histories), 20)
+    for row, history in enumerate(histories):
+        out = processor(input_ids[row : row + 1, : 2 + len(history)], logits[row : row + 1])[0]
+        allowed = sorted(trie.next_tokens(history))
+        assert sorted(torch.isfinite(out).nonzero().flatten().tolist()) == allowed, history
+        expected = torch.log_softmax(logits[row, allowed], -1)
+        torch.testing.assert_close(out[allowed], expected)
+    assert processor.renormalizes
+
+
+def test_the_trie_runs_first_whatever_order_it_is_given_in(model):
+    ids, mask = text_ids([5], seed=3)
+    trie = AnswerTrie([[9, 10, EOS], [9, EOS]], EOS)
+    config = model.generation_config
+    processors = model._get_logits_processor(
+        generation_config=type(config)(**{**config.to_dict(), "suppress_tokens": [PAD], "no_repeat_ngram_size": 2}),
+        input_ids_seq_length=1, encoder_input_ids=ids, prefix_allowed_tokens_fn=None,
+        logits_processor=LogitsProcessorList([trie.logits_processor()]), device="cpu", model_kwargs={},
+    )
+    assert getattr(processors[0], "renormalizes", False) and len(processors) >= 3
+
+
+def test_sharing_the_cross_attention_cache_gives_the_reordered_result(model):
+    """The search reorders only the self-attention cache: reordering the cross-attention one too changes nothing."""
+    ids, mask = text_ids([6, 3, 8], seed=9)
+    pixels = media("image", 3, seed=2)
+    settings = dict(num_beams=4, num_return_sequences=4, max_new_tokens=6, no_repeat_ngram_size=2,
+                    return_dict_in_generate=True, output_scores=True)
+    with torch.no_grad():
+        shared = model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, **settings)
+        original = type(model)._reorder_cache_for_beams
+        try:
+            type(model)._reorder_cache_for_beams = lambda self, kwargs, idx: kwargs["cache"].reorder_cache(idx)
+            full = model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, **settings)
+        finally:
+            type(model)._reorder_cache_for_beams = original
+    assert torch.equal(shared.sequences, full.sequences)
+    torch.testing.assert_close(shared.sequences_scores, full.sequences_scores, atol=0, rtol=0)
+
+
+def test_beam_sampling_is_refused(model):
+    ids, mask = text_ids([4], seed=1)
+    with pytest.raises(ValueError, match="beam sampling"):
+        model.generate(input_ids=ids, attention_mask=mask, num_beams=2, do_sample=True, max_new_tokens=3)
