@@ -134,3 +134,47 @@ def test_greedy_and_beam_evaluation_emit_no_generation_warning(tmp_path):
         logger.removeHandler(handler)
     assert not [str(w.message) for w in caught if "generat" in str(w.message).lower()], caught
     assert not [m for m in messages if "generat" in m.lower() or "max_length" in m], messages
+
+
+def test_label_tasks_are_scored_over_their_labels_as_the_original(tmp_path):
+    """Entailment and the matching tasks predict the label of the best all-candidate score. Those scores are the ones
+    a beam search restricted to the labels (a trie) gives each label: compared as numbers, label by label."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from modeling_unival import AnswerTrie
+    from processing.tasks import resolve_task
+    from tiny import tiny_model
+    from training.collator import UnivalMultitaskCollator
+    from training.data.synthetic import generate_world, load_world
+    from training.evaluation import generate_predictions
+    from training.stages import make_processor
+
+    generate_world(tmp_path / "world", num_examples=120, seed=3)
+    examples = [e for e in load_world(tmp_path / "world")["train"] if resolve_task(e["task"]).labels][:16]
+    assert len({e["task"] for e in examples}) >= 2
+    sizes = {"image_size": 64, "num_frames": 4, "video_crop_size": 32, "audio_max_length": 24000}
+    collator = UnivalMultitaskCollator(make_processor(sizes), training=False)
+    tokenizer = collator.processor.tokenizer
+    model = tiny_model(seed=5)
+    records = {r["id"]: r["prediction"] for r in generate_predictions(model, collator, examples, batch_size=5)}
+    assert len(records) == len(examples)
+    for batch in collator.iter_generation_batches(examples, 5):
+        labels = resolve_task(batch.task).labels
+        candidates = [tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in labels]
+        trie = AnswerTrie([c + [tokenizer.eos_token_id] for c in candidates], tokenizer.eos_token_id)
+        inputs = dict(batch.inputs)
+        prompt = inputs.pop("decoder_input_ids", torch.zeros((len(batch.references), 1), dtype=torch.long))
+        prompt_mask = inputs.pop("decoder_attention_mask", None)
+        with torch.no_grad():
+            scores = model.score_candidates(candidates, prompt, prompt_mask, **inputs)
+            out = model.generate(
+                **batch.inputs, num_beams=len(labels), num_return_sequences=len(labels), max_new_tokens=4,
+                force_final_eos=True, length_penalty=0.0, return_dict_in_generate=True, output_scores=True,
+                logits_processor=LogitsProcessorList([trie.logits_processor(prompt.shape[1])]),
+            )
+        generated = out.sequences[:, prompt.shape[1] :].tolist()
+        for flat, sequence in enumerate(generated):
+            label = candidates.index(sequence[: sequence.index(tokenizer.eos_token_id)])
+            torch.testing.assert_close(out.sequences_scores[flat], scores[flat // len(labels), label], atol=1e-5, rtol=0)
+        assert [records[r["id"]] for r in batch.references] == [labels[i] for i in scores.argmax(-1).tolist()]

@@ -84,17 +84,26 @@ def generate_predictions(
     answer_vocabulary: dict[str, list[str]] | None = None,
     constrain_grounding: bool = False,
 ) -> list[dict]:
-    """Runs `generate()` task by task (`collator.iter_generation_batches`) and returns one record per example:
-    `{"id", "task", "prediction", "reference"}`; grounding predictions are pixel boxes (or None)."""
+    """Predicts task by task (`collator.iter_generation_batches`) and returns one record per example:
+    `{"id", "task", "prediction", "reference"}`; grounding predictions are pixel boxes (or None).
+
+    Tasks with a closed label set (entailment, the matching tasks) are scored as the original scores them: every label
+    teacher-forced (`score_candidates`), the best one predicted. The others run `generate()` with the task's original
+    settings; VQA with `answer_vocabulary` restricts its beam search to those answers (a trie), as the original's
+    beam-search VQA evaluation."""
     processor = collator.processor
     tokenizer = processor.tokenizer
     model.eval()
     records = []
     for batch in collator.iter_generation_batches(examples, batch_size):
         spec = resolve_task(batch.task)
+        if spec.labels:
+            predictions = _best_labels(model, batch, spec.labels, tokenizer)
+            records.extend(_records(batch, predictions))
+            continue
         overrides = dict(generation_overrides or {})
         processors = []
-        labels = spec.labels or (answer_vocabulary or {}).get(spec.name)
+        labels = (answer_vocabulary or {}).get(spec.name)
         if labels:
             # The original scores closed answer sets by restricting decoding to them (a trie over the answers).
             trie = AnswerTrie.from_answers(labels, tokenizer)
@@ -117,9 +126,28 @@ def generate_predictions(
         )
         if spec.output == "box":
             predictions = [item["box"] for item in predictions]
-        for prediction, reference in zip(predictions, batch.references):
-            records.append({"id": reference.get("id"), "task": batch.task, "prediction": prediction, "reference": reference})
+        records.extend(_records(batch, predictions))
     return records
+
+
+def _records(batch, predictions: list) -> list[dict]:
+    return [
+        {"id": reference.get("id"), "task": batch.task, "prediction": prediction, "reference": reference}
+        for prediction, reference in zip(predictions, batch.references)
+    ]
+
+
+def _best_labels(model, batch, labels, tokenizer) -> list[str]:
+    """The label of the highest all-candidate score for each example of a generation batch (the plain layout
+    scores after `<s>`, prev_output after `<s>` + the prompt)."""
+    inputs = dict(batch.inputs)
+    decoder_input_ids = inputs.pop("decoder_input_ids", None)
+    decoder_attention_mask = inputs.pop("decoder_attention_mask", None)
+    if decoder_input_ids is None:
+        decoder_input_ids = torch.full((inputs["input_ids"].shape[0], 1), model.config.decoder_start_token_id)
+    candidates = [tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in labels]
+    scores = model.score_candidates(candidates, decoder_input_ids, decoder_attention_mask, **inputs)
+    return [labels[index] for index in scores.argmax(-1).tolist()]
 
 
 def score_task(task: str, predictions: list, references: list[dict]) -> dict[str, float]:
