@@ -167,6 +167,13 @@ class UnivalGenerationMixin(GenerationMixin):
         generation_config, model_kwargs = super()._prepare_generation_config(generation_config, **kwargs)
         if force_final_eos is not None:
             generation_config.force_final_eos = bool(force_final_eos)
+        if generation_config.cache_implementation not in (None, "dynamic"):
+            # The decoder builds its position bias over the keys it has seen; a pre-allocated cache needs it over
+            # the whole allocation, which is not implemented.
+            raise NotImplementedError(
+                f"cache_implementation={generation_config.cache_implementation!r} is not supported by UnIVAL yet; "
+                "use the default dynamic cache"
+            )
         return generation_config, model_kwargs
 
     def _get_logits_processor(self, generation_config, *args, **kwargs) -> LogitsProcessorList:

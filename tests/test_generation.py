@@ -216,3 +216,9 @@ def test_beam_sampling_is_refused(model):
     ids, mask = text_ids([4], seed=1)
     with pytest.raises(ValueError, match="beam sampling"):
         model.generate(input_ids=ids, attention_mask=mask, num_beams=2, do_sample=True, max_new_tokens=3)
+
+
+def test_a_static_cache_is_refused_with_a_clear_error(model):
+    ids, mask = text_ids([4], seed=1)
+    with pytest.raises(NotImplementedError, match="cache_implementation='static'"):
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, cache_implementation="static")
