@@ -428,12 +428,26 @@ class UnivalPositionBias(nn.Module):
         query = query.view(*query.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, q, hd)
         if query_positions.shape[1] * (self.num_heads - 1) < dim:
             weight = self.k_linear.weight.view(self.num_heads, self.head_dim, dim)  # (H, hd, dim)
-            folded = torch.einsum("bhqe,hed->bhqd", query, weight)  # (B, H, q, dim)
+            folded = torch.einsum("bhqe,hed->bhqd", query, weight)  # (B or 1, H, q, dim)
             key_bias = torch.einsum("bhqe,he->bhq", query, self.k_linear.bias.view(self.num_heads, self.head_dim))
-            return torch.matmul(folded, key_positions.unsqueeze(1).transpose(-1, -2)) + key_bias.unsqueeze(-1)
+            return self._fold_keys(folded, key_positions) + key_bias.unsqueeze(-1)
         key = self.k_linear(key_positions)
         key = key.view(*key.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
         return torch.matmul(query, key.transpose(-1, -2))
+
+    @staticmethod
+    def _fold_keys(folded: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+        """folded (B or 1, H, q, dim) x key_positions (B, k, dim) -> (B, H, q, k), as one matrix product per row
+        (or one for the batch when the queries are shared): a broadcasting `matmul` would first copy the keys once
+        per head, which in beam search is most of a decoding step."""
+        batch, heads, q_len, dim = folded.shape
+        if batch == 1:
+            scores = torch.matmul(key_positions, folded.reshape(heads * q_len, dim).transpose(0, 1))  # (B, k, H*q)
+            return scores.view(key_positions.shape[0], -1, heads, q_len).permute(0, 2, 3, 1)
+        keys = key_positions.expand(batch, -1, -1).transpose(1, 2)  # (B, dim, k)
+        return torch.bmm(folded.reshape(batch, heads * q_len, dim), keys).view(
+            batch, heads, q_len, -1
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
