@@ -76,6 +76,7 @@ def test_evaluate_examples_runs_the_shuffled_pass_on_other_scenes_media(monkeypa
 def test_cli_scores_a_saved_model_on_a_world_with_both_baselines(tmp_path, capsys):
     """`python -m training.evaluation --shuffled-media`: a saved model and processor, a world, one table, one JSON."""
     import json
+    from collections import Counter
 
     from tiny import tiny_model
     from training.data.synthetic import generate_world
@@ -97,6 +98,12 @@ def test_cli_scores_a_saved_model_on_a_world_with_both_baselines(tmp_path, capsy
         assert {metric, f"prior_{metric}", f"shuffled_{metric}"} <= set(scores), task
         assert 1 <= scores["examples"] <= 2
     assert capsys.readouterr().out.strip() == format_results(results)
+    # Every prediction of both passes, beside the scores.
+    lines = [json.loads(line) for line in (tmp_path / "results.predictions.jsonl").read_text().splitlines()]
+    assert Counter(line["run"] for line in lines) == {"model": sum(r["examples"] for r in results.values()),
+                                                      "shuffled_media": sum(r["examples"] for r in results.values())}
+    assert all({"id", "task", "prediction"} <= set(line) for line in lines)
+    assert {line["task"] for line in lines} == test_tasks
 
 
 def test_greedy_and_beam_evaluation_emit_no_generation_warning(tmp_path):

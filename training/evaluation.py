@@ -2,14 +2,15 @@
 
     python -m training.evaluation --model outputs/pretrain/video_audio/final --world outputs/synthetic-world
 
-For each task the model generates (with the task's inference settings, or the overrides given) and is scored:
+For each task the model predicts (generating with the task's inference settings, or the overrides given; the
+label-set tasks by scoring each label) and is scored:
 
 | task | metric |
 | --- | --- |
 | caption, video_caption, audio_caption, grounded_caption | CIDEr-D (and BLEU-4) |
 | vqa, video_qa | VQA score (confidence of the predicted answer, as the original) or the 10-annotator accuracy |
 | visual_grounding | accuracy at IoU >= 0.5 (boxes in pixels of the original image) |
-| matching tasks, qa_matching, visual_entailment | accuracy (answers restricted to the label set, as the original scores candidates) |
+| matching tasks, qa_matching, visual_entailment | accuracy (the best-scored label, as the original scores candidates) |
 
 Two baselines, on the same examples:
 
@@ -19,6 +20,9 @@ Two baselines, on the same examples:
   task. It keeps everything the model learnt from the prompts alone (which answers go with which question words,
   what a caption usually says), so the gap between the model's score and this one is what it reads from its input.
   A model can beat the prior by far and this baseline not at all.
+
+Every task is batched (`--batch-size`; questions of different lengths together), a progress bar counts examples,
+and with `--output scores.json` every prediction is written beside it (`scores.predictions.jsonl`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+from tqdm.auto import tqdm
 from transformers import LogitsProcessorList
 
 from modeling_unival.constrained_decoding import AnswerTrie, UnivalLocationLogitsProcessor
@@ -83,6 +88,7 @@ def generate_predictions(
     generation_overrides: dict | None = None,
     answer_vocabulary: dict[str, list[str]] | None = None,
     constrain_grounding: bool = False,
+    progress: bool = False,
 ) -> list[dict]:
     """Predicts task by task (`collator.iter_generation_batches`) and returns one record per example:
     `{"id", "task", "prediction", "reference"}`; grounding predictions are pixel boxes (or None).
@@ -90,12 +96,14 @@ def generate_predictions(
     Tasks with a closed label set (entailment, the matching tasks) are scored as the original scores them: every label
     teacher-forced (`score_candidates`), the best one predicted. The others run `generate()` with the task's original
     settings; VQA with `answer_vocabulary` restricts its beam search to those answers (a trie), as the original's
-    beam-search VQA evaluation."""
+    beam-search VQA evaluation. `progress` shows a progress bar in examples (with examples/s)."""
     processor = collator.processor
     tokenizer = processor.tokenizer
     model.eval()
     records = []
+    bar = tqdm(total=len(examples), unit="ex", desc="evaluating", disable=not progress)
     for batch in collator.iter_generation_batches(examples, batch_size):
+        bar.update(len(batch.references))
         spec = resolve_task(batch.task)
         if spec.labels:
             predictions = _best_labels(model, batch, spec.labels, tokenizer)
@@ -127,7 +135,19 @@ def generate_predictions(
         if spec.output == "box":
             predictions = [item["box"] for item in predictions]
         records.extend(_records(batch, predictions))
+    bar.close()
     return records
+
+
+def write_predictions(path: Path, records: Iterable[dict], **extra) -> None:
+    """Appends one JSON line per record: `id`, `task`, `prediction`, the reference's `target` / `answers` /
+    `box`, and `extra` (e.g. `run="shuffled_media"`)."""
+    with Path(path).open("a") as stream:
+        for record in records:
+            reference = record["reference"]
+            line = {"id": record["id"], "task": record["task"], "prediction": record["prediction"], **extra}
+            line.update({key: reference[key] for key in ("target", "answers", "box") if reference.get(key) is not None})
+            stream.write(json.dumps(line) + "\n")
 
 
 def _records(batch, predictions: list) -> list[dict]:
@@ -251,20 +271,28 @@ def evaluate_examples(
     constrain_answers: bool = True,
     constrain_grounding: bool = False,
     shuffled_media: bool = False,
+    predictions_file: Path | None = None,
+    progress: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Scores every task present in `examples`. With `train_examples`, also the prior baseline of each task
     (keys prefixed `prior_`), and VQA answers are restricted to the training answers (`constrain_answers`, the
     original's answer trie). With `shuffled_media`, also the model's scores with every example's media taken from
-    another scene (`with_shuffled_media`; keys prefixed `shuffled_`): a second generation pass."""
+    another scene (`with_shuffled_media`; keys prefixed `shuffled_`): a second generation pass. `predictions_file`:
+    a JSONL file (overwritten) with every prediction (`write_predictions`; `run` says which pass)."""
     vocabulary = answer_vocabulary(train_examples) if train_examples is not None and constrain_answers else None
 
     def generate(items):
         return generate_predictions(
-            model, collator, items, batch_size, generation_overrides, vocabulary, constrain_grounding
+            model, collator, items, batch_size, generation_overrides, vocabulary, constrain_grounding, progress
         )
 
     records = generate(examples)
     shuffled = generate(with_shuffled_media(examples)) if shuffled_media else None
+    if predictions_file is not None:
+        Path(predictions_file).write_text("")
+        write_predictions(predictions_file, records, run="model")
+        if shuffled is not None:
+            write_predictions(predictions_file, shuffled, run="shuffled_media")
     return score_records(records, train_examples, shuffled)
 
 
@@ -290,7 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shuffled-media", action="store_true",
                         help="also score the model with every example's media taken from another scene")
     parser.add_argument("--output", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument("--predictions", type=Path, default=None,
+                        help="write every prediction as JSON lines (default with --output: OUTPUT.predictions.jsonl)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.predictions is None and args.output is not None:
+        args.predictions = args.output.with_suffix(".predictions.jsonl")
 
     import modeling_unival  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModelForSeq2SeqLM, AutoProcessor
@@ -312,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"num_beams": args.num_beams} if args.num_beams else None
     collator = UnivalMultitaskCollator(processor, training=False)
     results = evaluate_examples(model, collator, examples, list(world["train"]), args.batch_size, overrides,
-                                shuffled_media=args.shuffled_media)
+                                shuffled_media=args.shuffled_media, predictions_file=args.predictions,
+                                progress=not args.no_progress)
     print(format_results(results))
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))
