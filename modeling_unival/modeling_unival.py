@@ -1279,6 +1279,7 @@ class UnivalForConditionalGeneration(UnivalPreTrainedModel, UnivalGenerationMixi
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         return_logits: bool = True,
+        logits_to_keep: int = 0,
         **kwargs,
     ) -> UnivalSeq2SeqLMOutput:
         r"""
@@ -1291,6 +1292,8 @@ class UnivalForConditionalGeneration(UnivalPreTrainedModel, UnivalGenerationMixi
             batch most target positions are padding (captions beside yes/no answers) and the vocabulary-sized
             projection dominates the step of a small model, so training steps use this (`UnivalTrainer`).
             Without `labels`, nothing is projected (a custom criterion projects `decoder_features` itself).
+        logits_to_keep (`int`, defaults to 0): project only the last `logits_to_keep` positions (0: all). `generate()`
+            passes 1, so that a decoder prompt (a VQA question) is not projected onto the vocabulary at every position.
         """
         if kwargs.get("past_key_values") is not None and cache is None:
             cache = kwargs.pop("past_key_values")
@@ -1317,7 +1320,8 @@ class UnivalForConditionalGeneration(UnivalPreTrainedModel, UnivalGenerationMixi
             output_hidden_states=output_hidden_states,
         )
         hidden_states = outputs.last_hidden_state
-        logits = self.lm_head(hidden_states) if return_logits else None
+        projected = hidden_states[:, -logits_to_keep:] if logits_to_keep and labels is None else hidden_states
+        logits = self.lm_head(projected) if return_logits else None
         loss = None
         if labels is not None and logits is not None:
             loss = label_smoothed_cross_entropy(

@@ -135,6 +135,20 @@ def test_left_padding_shifts_positions_not_logits(model):
         assert (unmasked[1:, -1] - logits[1:, -1]).abs().max() > 1e-3 or (unmasked[0, -1] - logits[0, -1]).abs().max() > 1e-3
 
 
+def test_logits_to_keep_projects_only_the_last_positions(model):
+    """`logits_to_keep=k` returns the last k columns of the full projection (what `generate()` asks for at prefill)."""
+    ids, mask = text_ids([5, 7], seed=2)
+    decoder, decoder_mask = _left_padded([[0, 10, 11, 12], [0, 20]])
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder,
+                     decoder_attention_mask=decoder_mask).logits
+        for keep in (1, 2):
+            kept = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder,
+                         decoder_attention_mask=decoder_mask, logits_to_keep=keep).logits
+            assert kept.shape[1] == keep
+            torch.testing.assert_close(kept, full[:, -keep:], atol=1e-6, rtol=0)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The search and its processors
 # --------------------------------------------------------------------------------------------------------------------
