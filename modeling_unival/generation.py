@@ -167,14 +167,13 @@ class UnivalGenerationMixin(GenerationMixin):
         generation_config, model_kwargs = super()._prepare_generation_config(generation_config, **kwargs)
         if force_final_eos is not None:
             generation_config.force_final_eos = bool(force_final_eos)
-        if generation_config.cache_implementation not in (None, "dynamic"):
-            # The decoder builds its position bias over the keys it has seen; a pre-allocated cache needs it over
-            # the whole allocation, which is not implemented.
-            raise NotImplementedError(
-                f"cache_implementation={generation_config.cache_implementation!r} is not supported by UnIVAL yet; "
-                "use the default dynamic cache"
-            )
         return generation_config, model_kwargs
+
+    def create_masks_for_generate(self, attention_mask=None, **kwargs):
+        # `transformers` turns the decoder mask into a 4D causal mask when the cache is static. UnIVAL's decoder needs
+        # the 2D mask (it counts each row's positions from its first real token, and builds the causal mask with its
+        # position bias), and pads it to the cache's allocation itself.
+        return attention_mask
 
     def _get_logits_processor(self, generation_config, *args, **kwargs) -> LogitsProcessorList:
         processors = super()._get_logits_processor(generation_config, *args, **kwargs)
@@ -213,6 +212,13 @@ class UnivalGenerationMixin(GenerationMixin):
         search = _OriginalBeamSearch(input_ids, config.num_beams, config.max_length, int(config._pad_token_tensor))
         record = _StepRecorder(config, model_kwargs.get("encoder_outputs"))
         cur_len, this_peer_finished = search.prompt_len, False
+        # As `transformers`' searches: the steps after the prefill run compiled when the cache is static and the
+        # device (or `compile_config._compile_all_devices`) allows it.
+        model_forward = (
+            self.get_compiled_call(config.compile_config)
+            if self._valid_auto_compile_criteria(model_kwargs, config)
+            else self.__call__
+        )
         model_outputs = self._prefill(input_ids, config, model_kwargs, is_first_iteration=not config.is_assistant)
         while self._has_unfinished_sequences(this_peer_finished, synced_gpus, device=input_ids.device):
             if model_outputs is None:
@@ -220,7 +226,7 @@ class UnivalGenerationMixin(GenerationMixin):
                     search.flat_tokens(cur_len), next_sequence_length=1 if model_kwargs["use_cache"] else None,
                     **model_kwargs,
                 )
-                model_outputs = self(**inputs, return_dict=True)
+                model_outputs = model_forward(**inputs, return_dict=True)
             model_kwargs = self._update_model_kwargs_for_generation(model_outputs, model_kwargs, is_encoder_decoder=True)
             if synced_gpus and this_peer_finished:
                 model_outputs = None

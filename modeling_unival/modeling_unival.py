@@ -975,64 +975,79 @@ class UnivalDecoder(UnivalPreTrainedModel):
             )
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        # A dynamic cache returns the past and new keys; a static one (`cache_implementation="static"`) its whole
+        # allocation, whose unwritten columns all lie after the newest query and are masked as the future. Under a
+        # static cache `past_len` is a 0-d tensor (no host sync, nothing for `torch.compile` to specialise on), so the
+        # new columns are selected with `query_columns` rather than sliced.
         past_len = cache.get_seq_length() if cache is not None else 0
-        total_len = past_len + input_ids.shape[1]
-        if total_len > self.config.max_target_positions:
+        allocated = cache.get_max_length() if cache is not None else -1
+        static = allocated > 0
+        key_len = allocated if static else past_len + input_ids.shape[1]
+        if key_len > self.config.max_target_positions:
             raise ValueError(
-                f"the decoder input reaches {total_len} positions, more than max_target_positions="
-                f"{self.config.max_target_positions}: shorten `decoder_input_ids`/`labels` or `max_new_tokens`"
+                f"the decoder input reaches {key_len} positions (past and new tokens, or a static cache's allocation), "
+                f"more than max_target_positions={self.config.max_target_positions}: shorten "
+                "`decoder_input_ids`/`labels` or `max_new_tokens`"
             )
-        key_padding = self._key_padding(input_ids, attention_mask, past_len, total_len)
-        hidden_states, target_positions = self.embed(input_ids, self._position_ids(attention_mask, total_len), past_len)
-        self_bias = self._self_attention_bias(target_positions, past_len, key_padding)
+        query_columns = torch.arange(input_ids.shape[1], device=input_ids.device) + past_len
+        key_padding = self._key_padding(input_ids, attention_mask, past_len, key_len, static)
+        position_ids = self._position_ids(attention_mask, key_len, static)
+        hidden_states, key_positions = self.embed(input_ids, position_ids, query_columns)
+        query_positions = key_positions.index_select(1, query_columns)
+        self_bias = self._self_attention_bias(query_positions, key_positions, query_columns, key_padding)
         cross_bias = self._cross_attention_bias(
-            target_positions[:, past_len:], encoder_position_embeddings, encoder_attention_mask
+            query_positions, encoder_position_embeddings, encoder_attention_mask, static
         )
         hidden_states, all_hidden_states = self._run_layers(
-            hidden_states, self_bias, encoder_hidden_states, cross_bias, past_len, cache, output_hidden_states
+            hidden_states, self_bias, encoder_hidden_states, cross_bias, query_columns, key_len, cache,
+            output_hidden_states,
         )
         return BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=hidden_states, cache=cache, hidden_states=all_hidden_states
         )
 
-    def _position_ids(self, attention_mask: torch.Tensor | None, total_len: int) -> torch.Tensor:
-        """Decoder position of every past and new column: (batch or 1, total). Positions count from each row's first
-        real token, so that a left-padded prompt (a batch of questions of different lengths, as the "prev_output"
-        tasks put them in the decoder) sees the positions it would see alone. Only the absolute position bias moves
-        with the shift: the relative bias depends on column differences, the same with or without the padding.
-        Right padding (training targets) and no mask give 0..total-1 for every row, as the original."""
-        columns = torch.arange(total_len, device=self.embed_positions.weight.device)
+    def _position_ids(self, attention_mask: torch.Tensor | None, key_len: int, static: bool) -> torch.Tensor:
+        """Decoder position of every key column: (batch or 1, key_len). Positions count from each row's first real
+        token, so that a left-padded prompt (a batch of questions of different lengths, as the "prev_output" tasks
+        put them in the decoder) sees the positions it would see alone. Only the absolute position bias moves with
+        the shift: the relative bias depends on column differences, the same with or without the padding. Right
+        padding (training targets) and no mask give 0..key_len-1 for every row, as the original. (Under a static
+        cache the shift is always applied, without the host sync that tests whether there is one.)"""
+        columns = torch.arange(key_len, device=self.embed_positions.weight.device)
         if attention_mask is None:
             return columns.unsqueeze(0)
         leading_pads = attention_mask.eq(0).long().cumprod(-1).sum(-1, keepdim=True)  # (batch, 1)
-        if not bool(leading_pads.any()):
+        if not static and not bool(leading_pads.any()):
             return columns.unsqueeze(0)
         return (columns.unsqueeze(0) - leading_pads).clamp(min=0)
 
     def embed(
-        self, input_ids: torch.Tensor, position_ids: torch.Tensor, past_len: int
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, query_columns: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """input_ids (batch, q_len), the new tokens after `past_len` cached ones; position_ids (batch or 1, total) ->
-        token embeddings after dropout (batch, q_len, dim) and the LayerNormed position embeddings of all past and
-        new positions (batch or 1, total, dim)."""
+        """input_ids (batch, q_len), the new tokens, at key columns `query_columns` (q_len,); position_ids (batch or
+        1, key_len) -> token embeddings after dropout (batch, q_len, dim) and the LayerNormed position embeddings of
+        every key column (batch or 1, key_len, dim)."""
         raw_positions = self.embed_positions(position_ids)
         hidden_states = self.embed_tokens(input_ids)
         if self.config.entangle_position_embedding:
-            hidden_states = hidden_states + raw_positions[:, past_len:]
+            hidden_states = hidden_states + raw_positions.index_select(1, query_columns)
         if self.layernorm_embedding is not None:
             hidden_states = self.layernorm_embedding(hidden_states)
         hidden_states = nn.functional.dropout(hidden_states, p=self.config.dropout, training=self.training)
         return hidden_states, self.pos_ln(raw_positions)
 
     def _self_attention_bias(
-        self, target_positions: torch.Tensor, past_len: int, key_padding: torch.Tensor | None
+        self,
+        query_positions: torch.Tensor,
+        key_positions: torch.Tensor,
+        query_columns: torch.Tensor,
+        key_padding: torch.Tensor | None,
     ) -> torch.Tensor:
         """Absolute self-attention bias of the new queries over all keys, with the causal mask and key padding
-        (batch, total) or None: target_positions (batch or 1, total, dim) -> (batch or 1, heads, q_len, total)."""
-        total_len = target_positions.shape[1]
-        bias = self.self_position_bias(target_positions[:, past_len:], target_positions)  # (B or 1, heads, q, total)
-        positions = torch.arange(total_len, device=target_positions.device)
-        masked = (positions[None, :] > positions[past_len:, None]).unsqueeze(0)  # (1, q, total), True = masked
+        (batch, key_len) or None: positions (batch or 1, q_len / key_len, dim) -> (batch or 1, heads, q_len, key_len)."""
+        bias = self.self_position_bias(query_positions, key_positions)
+        columns = torch.arange(key_positions.shape[1], device=key_positions.device)
+        masked = (columns[None, :] > query_columns[:, None]).unsqueeze(0)  # (1, q, key_len), True = masked
         if key_padding is not None:
             masked = masked | key_padding[:, None, :]
         return bias.masked_fill(masked.unsqueeze(1), torch.finfo(bias.dtype).min)
@@ -1042,11 +1057,13 @@ class UnivalDecoder(UnivalPreTrainedModel):
         query_positions: torch.Tensor,
         encoder_position_embeddings: torch.Tensor,
         encoder_attention_mask: torch.Tensor,
+        static: bool,
     ) -> torch.Tensor:
-        """The new queries' positions (1, q_len, dim) vs the encoder's, already LayerNormed (batch, L, dim), with the
-        encoder padding masked -> (batch, heads, q_len, L)."""
+        """The new queries' positions (batch or 1, q_len, dim) vs the encoder's, already LayerNormed (batch, L, dim),
+        with the encoder padding masked -> (batch, heads, q_len, L). Without padding the bias keeps batch size 1
+        (broadcast by the kernels); a static cache always masks, without the host sync that tests for padding."""
         bias = self.cross_position_bias(query_positions.to(encoder_position_embeddings.dtype), encoder_position_embeddings)
-        if not bool(encoder_attention_mask.all()):
+        if static or not bool(encoder_attention_mask.all()):
             bias = bias.masked_fill(encoder_attention_mask.eq(0)[:, None, None, :], torch.finfo(bias.dtype).min)
         return bias
 
@@ -1056,23 +1073,24 @@ class UnivalDecoder(UnivalPreTrainedModel):
         self_bias: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         cross_bias: torch.Tensor,
-        past_len: int,
+        query_columns: torch.Tensor,
+        key_len: int,
         cache: Cache | None,
         output_hidden_states: bool | None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """The layers and the final LayerNorm, each layer adding its relative bias to `self_bias`. Returns the output
         and, with `output_hidden_states`, every layer's input and the output."""
-        positions = torch.arange(past_len + hidden_states.shape[1], device=hidden_states.device)
+        columns = torch.arange(key_len, device=hidden_states.device)
         buckets = token_relative_position_bucket(
-            positions[past_len:, None] - positions[None, :],
+            query_columns[:, None] - columns[None, :],
             self.config.token_bucket_size,
             self.config.max_target_positions,
-        )  # (q_len, total)
+        )  # (q_len, key_len)
         all_hidden_states = () if output_hidden_states else None
         for idx, layer in enumerate(self.layers):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-            relative = self.token_rel_pos_tables[idx].weight[buckets].permute(2, 0, 1).unsqueeze(0)  # (1, heads, q, total)
+            relative = self.token_rel_pos_tables[idx].weight[buckets].permute(2, 0, 1).unsqueeze(0)  # (1, heads, q, keys)
             hidden_states = layer(
                 hidden_states, self_bias + relative.to(self_bias.dtype), encoder_hidden_states, cross_bias, cache=cache
             )
@@ -1082,21 +1100,32 @@ class UnivalDecoder(UnivalPreTrainedModel):
         return hidden_states, all_hidden_states
 
     def _key_padding(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, past_len: int, total_len: int
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        past_len: int | torch.Tensor,
+        key_len: int,
+        static: bool,
     ) -> torch.Tensor | None:
-        """Padded keys (batch, total), True = padding; None where there is none, so that the bias keeps batch size
-        1 and is broadcast. Without `attention_mask`, pad tokens are padding, known only without a cache."""
+        """Padded keys (batch, key_len), True = padding; None where there is none, so that the bias keeps batch size
+        1 and is broadcast. Without `attention_mask`, pad tokens are padding, known only without a cache. A static
+        cache's mask covers the columns written so far; the rest are the future, masked as such."""
         if attention_mask is not None:
-            if attention_mask.shape != (input_ids.shape[0], total_len):
+            width = attention_mask.shape[-1]
+            if attention_mask.ndim != 2 or attention_mask.shape[0] != input_ids.shape[0] or width > key_len or (
+                not static and width != key_len
+            ):
                 raise ValueError(
-                    f"`decoder_attention_mask` must have shape ({input_ids.shape[0]}, {total_len}), got "
-                    f"{tuple(attention_mask.shape)}"
+                    f"`decoder_attention_mask` must have shape ({input_ids.shape[0]}, {key_len}) (past and new "
+                    f"tokens), got {tuple(attention_mask.shape)}"
                 )
+            if static:
+                return nn.functional.pad(attention_mask.eq(0), (0, key_len - width), value=False)
             return None if bool(attention_mask.all()) else attention_mask.eq(0)
-        if past_len == 0:
+        if isinstance(past_len, int) and past_len == 0:
             pads = input_ids.eq(self.config.pad_token_id)
             if bool(pads.any()):
-                return pads
+                return nn.functional.pad(pads, (0, key_len - pads.shape[1]), value=False)
         return None
 
 

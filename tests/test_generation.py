@@ -232,7 +232,54 @@ def test_beam_sampling_is_refused(model):
         model.generate(input_ids=ids, attention_mask=mask, num_beams=2, do_sample=True, max_new_tokens=3)
 
 
-def test_a_static_cache_is_refused_with_a_clear_error(model):
-    ids, mask = text_ids([4], seed=1)
-    with pytest.raises(NotImplementedError, match="cache_implementation='static'"):
-        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, cache_implementation="static")
+def _static_and_eager(model, beams, ragged, **extra):
+    """Eager dynamic-cache and static-cache generations of the same batch (3 captions, or 3 ragged questions)."""
+    ids, mask = text_ids([5, 9, 3], seed=1)
+    settings = dict(input_ids=ids, attention_mask=mask, pixel_values=media("image", 3), num_beams=beams,
+                    num_return_sequences=beams, do_sample=False, max_new_tokens=5, return_dict_in_generate=True,
+                    output_scores=True, force_final_eos=True, suppress_tokens=[PAD])
+    if ragged:
+        settings["decoder_input_ids"], settings["decoder_attention_mask"] = _left_padded(_questions(3))
+    with torch.no_grad():
+        eager = model.generate(**settings)
+        static = model.generate(**settings, cache_implementation="static", **extra)
+    return eager, static
+
+
+def _assert_same_decoding(eager, static):
+    assert torch.equal(eager.sequences, static.sequences)
+    for ours, theirs in zip(eager.scores, static.scores):
+        assert torch.equal(ours.isfinite(), theirs.isfinite())
+        torch.testing.assert_close(ours[ours.isfinite()], theirs[ours.isfinite()], atol=1e-5, rtol=0)
+    if getattr(eager, "sequences_scores", None) is not None:
+        torch.testing.assert_close(eager.sequences_scores, static.sequences_scores, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("beams", [1, 4])
+@pytest.mark.parametrize("ragged", [False, True], ids=["caption", "ragged-questions"])
+def test_a_static_cache_gives_the_dynamic_cache_tokens_and_scores(model, beams, ragged):
+    """The static cache's keys span its whole allocation: the unwritten columns are masked as the future, and
+    positions and biases are those of the dynamic cache."""
+    _assert_same_decoding(*_static_and_eager(model, beams, ragged))
+
+
+@pytest.mark.parametrize("beams", [1, 4])
+def test_compiled_generation_gives_the_eager_tokens_and_scores(beams):
+    """`generate()`'s own compiled path (static cache + `compile_config`; on CPU it needs `_compile_all_devices`),
+    for greedy and for UnIVAL's beam search, on ragged decoder prompts."""
+    from transformers import CompileConfig
+
+    torch._dynamo.reset()
+    compile_config = CompileConfig(dynamic=None)
+    compile_config._compile_all_devices = True
+    model = tiny_model(seed=3)
+    calls = []
+    compiled_call = model.get_compiled_call
+
+    def recording(config):
+        calls.append(config)
+        return compiled_call(config)
+
+    model.get_compiled_call = recording
+    _assert_same_decoding(*_static_and_eager(model, beams, ragged=True, compile_config=compile_config))
+    assert calls, "the decoding steps did not run compiled"
