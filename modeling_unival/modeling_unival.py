@@ -199,6 +199,10 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
+def _parameter_dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
 class UnivalAttention(nn.Module):
     """Multi-head attention whose mask argument carries UnIVAL's position bias, with an optional per-head gain
     (`c_attn`, NormFormer's "scale_heads") applied to each head's output before `out_proj`."""
@@ -464,7 +468,8 @@ class UnivalPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["UnivalEncoderLayer", "UnivalDecoderLayer", "UnivalImageTower", "UnivalVideoTower", "UnivalAudioTower"]
     # The log-mel front end's DFT kernels and mel matrix come from the checkpoint and must not be rounded to bf16/fp16.
-    _keep_in_fp32_modules = ["front_end"]
+    # (`_keep_in_fp32_modules_strict`: the non-strict list is kept in float32 only for float16.)
+    _keep_in_fp32_modules_strict = ["front_end"]
     _supports_sdpa = True
     _supports_flash_attn = False  # the position bias is an additive float mask
     _supports_flex_attn = False
@@ -623,7 +628,8 @@ class UnivalEncoder(UnivalPreTrainedModel):
 
     def embed_image(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pixel_values: (n, 3, H, W) -> features (n, h*w, C) row-major and their position ids (h*w,)."""
-        features = self.image_tower(pixel_values)
+        # Media arrive in float32 from the processor; a bfloat16/float16 model takes them in its own dtype.
+        features = self.image_tower(pixel_values.to(_parameter_dtype(self.image_tower)))
         _, _, height, width = features.shape
         self._check_grid(height, width, "pixel_values")
         ids = grid_position_ids(height, width, self.config.image_bucket_size, features.device)
@@ -632,7 +638,7 @@ class UnivalEncoder(UnivalPreTrainedModel):
     def embed_video(self, pixel_values_videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, 3, T, H, W) -> features (n, t*h*w, C) in (time, row, column) order; every time slice reuses the
         same spatial ids (the original has no temporal position embedding)."""
-        features = self.video_tower(pixel_values_videos)
+        features = self.video_tower(pixel_values_videos.to(_parameter_dtype(self.video_tower)))
         _, _, frames, height, width = features.shape
         self._check_grid(height, width, "pixel_values_videos")
         ids = grid_position_ids(height, width, self.config.image_bucket_size, features.device).repeat(frames)

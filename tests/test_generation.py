@@ -283,3 +283,26 @@ def test_compiled_generation_gives_the_eager_tokens_and_scores(beams):
     model.get_compiled_call = recording
     _assert_same_decoding(*_static_and_eager(model, beams, ragged=True, compile_config=compile_config))
     assert calls, "the decoding steps did not run compiled"
+
+@pytest.mark.parametrize("kind", ["image", "video", "audio"])
+def test_bf16_generation_runs_end_to_end_with_float32_media(kind, tmp_path):
+    """`from_pretrained(..., dtype=torch.bfloat16)`: float32 media from the processor are taken in the towers' dtype,
+    the audio front end stays float32, and teacher-forced bf16 log-probs follow float32's to bf16 precision."""
+    from tiny import MODALITY_KEYS
+
+    fp32 = tiny_model(seed=5)
+    fp32.save_pretrained(tmp_path)
+    bf16 = type(fp32).from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    assert bf16.lm_head.weight.dtype == torch.bfloat16
+    if kind == "audio":
+        assert bf16.model.encoder.audio_tower.front_end.mel_filters.dtype == torch.float32
+    ids, mask = text_ids([6, 4], seed=2)
+    key, _ = MODALITY_KEYS[kind]
+    inputs = {"input_ids": ids, "attention_mask": mask, key: media(kind, 2, seed=1)}
+    with torch.no_grad():
+        generated = bf16.generate(**inputs, num_beams=2, max_new_tokens=4, force_final_eos=True)
+        assert generated.shape == (2, 5) and bool(generated[:, -1].eq(EOS).all())
+        ours = bf16(**inputs, decoder_input_ids=generated).logits.float().log_softmax(-1)
+        reference = fp32(**inputs, decoder_input_ids=generated).logits.log_softmax(-1)
+    assert ours.dtype == torch.float32 and bool(ours.isfinite().all())
+    torch.testing.assert_close(ours, reference, atol=0.1, rtol=0.02)
