@@ -470,6 +470,25 @@ def test_trainer_takes_the_collator(processor, world, tmp_path):
 # --------------------------------------------------------------------------------------------------------------------
 # Evaluation helpers
 # --------------------------------------------------------------------------------------------------------------------
+def test_generation_batches_from_dataloader_workers_equal_the_in_process_ones(collator, world):
+    """`num_workers=2`: the media are decoded in worker processes, and the batches arrive in the same order with the
+    same tensors."""
+    _, dd = world
+    examples = list(dd["validation"]) + list(dd["train"])
+    local = list(collator.iter_generation_batches(examples, batch_size=4))
+    workers = list(collator.iter_generation_batches(examples, batch_size=4, num_workers=2))
+    assert len(local) == len(workers) > 1
+    for ours, theirs in zip(local, workers):
+        assert (ours.task, ours.prompt_type, ours.decoder_prompt_length) == (theirs.task, theirs.prompt_type,
+                                                                            theirs.decoder_prompt_length)
+        assert [r["id"] for r in ours.references] == [r["id"] for r in theirs.references]
+        assert ours.inputs.keys() == theirs.inputs.keys()
+        for key, value in ours.inputs.items():
+            assert torch.equal(value, theirs.inputs[key]), key
+    with pytest.raises(ValueError, match="num_workers"):
+        next(collator.iter_generation_batches(examples, batch_size=4, num_workers=-1))
+
+
 def test_generation_batches(processor, collator, world, one_of_each):
     _, dd = world
     examples = list(dd["validation"]) + list(dd["train"])

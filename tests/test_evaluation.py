@@ -104,6 +104,12 @@ def test_cli_scores_a_saved_model_on_a_world_with_both_baselines(tmp_path, capsy
                                                       "shuffled_media": sum(r["examples"] for r in results.values())}
     assert all({"id", "task", "prediction"} <= set(line) for line in lines)
     assert {line["task"] for line in lines} == test_tasks
+    # Media decoded in a DataLoader worker: the same predictions and scores.
+    workers = tmp_path / "workers.json"
+    assert main(["--model", str(tmp_path / "model"), "--world", str(tmp_path / "world"), "--max-per-task", "2",
+                 "--shuffled-media", "--output", str(workers), "--num-workers", "1", "--no-progress"]) == 0
+    assert json.loads(workers.read_text()) == results
+    assert (tmp_path / "workers.predictions.jsonl").read_text() == (tmp_path / "results.predictions.jsonl").read_text()
 
 
 def test_greedy_and_beam_evaluation_emit_no_generation_warning(tmp_path):

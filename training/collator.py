@@ -62,6 +62,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from processing import tasks as task_lib
 from processing.constants import MODALITY_NAMES
@@ -316,20 +317,27 @@ class UnivalMultitaskCollator:
         batch = self._generation_batch(_as_example_list(examples))
         return batch.inputs, batch.references
 
-    def iter_generation_batches(self, examples: Iterable, batch_size: int):
+    def iter_generation_batches(self, examples: Iterable, batch_size: int, num_workers: int = 0):
         """Yield `GenerationBatch`es over `examples`, grouped by task and modality, at most `batch_size` examples
-        each, groups in order of first appearance. Media are loaded batch by batch."""
+        each, groups in order of first appearance. Media are loaded batch by batch: with `num_workers > 0`, in that
+        many DataLoader worker processes, ahead of the model (the batches still arrive in order)."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         groups: dict[tuple, list[dict]] = {}
-        for index, example in enumerate(_as_example_list(examples)):
+        for example in _as_example_list(examples):
             task = self.task_of(example)
-            layout = self.prompt_type_of(task)
-            key: tuple = (task, self.modality_of(example), layout)
+            key: tuple = (task, self.modality_of(example), self.prompt_type_of(task))
             groups.setdefault(key, []).append(example)
-        for members in groups.values():
-            for start in range(0, len(members), batch_size):
-                yield self._generation_batch(members[start : start + batch_size])
+        chunks = [members[start : start + batch_size] for members in groups.values()
+                  for start in range(0, len(members), batch_size)]
+        if num_workers == 0:
+            yield from map(self._generation_batch, chunks)
+            return
+        # Each chunk is one batch already: no sampler batching, the collator builds it in a worker.
+        yield from DataLoader(chunks, batch_size=None, shuffle=False, num_workers=num_workers,
+                              collate_fn=self._generation_batch)
 
     def _generation_batch(self, examples: list[dict]) -> GenerationBatch:
         if not examples:

@@ -89,6 +89,7 @@ def generate_predictions(
     answer_vocabulary: dict[str, list[str]] | None = None,
     constrain_grounding: bool = False,
     progress: bool = False,
+    num_workers: int = 0,
 ) -> list[dict]:
     """Predicts task by task (`collator.iter_generation_batches`) and returns one record per example:
     `{"id", "task", "prediction", "reference"}`; grounding predictions are pixel boxes (or None).
@@ -96,13 +97,14 @@ def generate_predictions(
     Tasks with a closed label set (entailment, the matching tasks) are scored as the original scores them: every label
     teacher-forced (`score_candidates`), the best one predicted. The others run `generate()` with the task's original
     settings; VQA with `answer_vocabulary` restricts its beam search to those answers (a trie), as the original's
-    beam-search VQA evaluation. `progress` shows a progress bar in examples (with examples/s)."""
+    beam-search VQA evaluation. `progress` shows a progress bar in examples (with examples/s). `num_workers` > 0 loads
+    and decodes the media of the next batches in that many DataLoader worker processes while the model runs."""
     processor = collator.processor
     tokenizer = processor.tokenizer
     model.eval()
     records = []
     bar = tqdm(total=len(examples), unit="ex", desc="evaluating", disable=not progress)
-    for batch in collator.iter_generation_batches(examples, batch_size):
+    for batch in collator.iter_generation_batches(examples, batch_size, num_workers=num_workers):
         bar.update(len(batch.references))
         spec = resolve_task(batch.task)
         if spec.labels:
@@ -273,6 +275,7 @@ def evaluate_examples(
     shuffled_media: bool = False,
     predictions_file: Path | None = None,
     progress: bool = False,
+    num_workers: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Scores every task present in `examples`. With `train_examples`, also the prior baseline of each task
     (keys prefixed `prior_`), and VQA answers are restricted to the training answers (`constrain_answers`, the
@@ -283,7 +286,8 @@ def evaluate_examples(
 
     def generate(items):
         return generate_predictions(
-            model, collator, items, batch_size, generation_overrides, vocabulary, constrain_grounding, progress
+            model, collator, items, batch_size, generation_overrides, vocabulary, constrain_grounding, progress,
+            num_workers,
         )
 
     records = generate(examples)
@@ -321,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predictions", type=Path, default=None,
                         help="write every prediction as JSON lines (default with --output: OUTPUT.predictions.jsonl)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--num-workers", type=int, default=0,
+                        help="DataLoader worker processes that decode the media of the next batches (default 0: none)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="the model's dtype (bfloat16: the audio front end stays float32)")
     args = parser.parse_args(argv)
     if args.predictions is None and args.output is not None:
         args.predictions = args.output.with_suffix(".predictions.jsonl")
@@ -331,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.collator import UnivalMultitaskCollator
     from training.data.synthetic import load_world
 
-    model = AutoModelForSeq2SeqLM.from_pretrained(args.model)
+    model = AutoModelForSeq2SeqLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype))
     processor = AutoProcessor.from_pretrained(args.model)
     world = load_world(args.world)
     examples = list(world[args.split])
@@ -346,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     collator = UnivalMultitaskCollator(processor, training=False)
     results = evaluate_examples(model, collator, examples, list(world["train"]), args.batch_size, overrides,
                                 shuffled_media=args.shuffled_media, predictions_file=args.predictions,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, num_workers=args.num_workers)
     print(format_results(results))
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))
