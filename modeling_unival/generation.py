@@ -165,6 +165,12 @@ class UnivalGenerationMixin(GenerationMixin):
         # per-call value is applied here (it is stored in, and read from, `generation_config.json` like any other).
         force_final_eos = kwargs.pop("force_final_eos", None)
         generation_config, model_kwargs = super()._prepare_generation_config(generation_config, **kwargs)
+        # `transformers` does not validate these two: `num_beams=0` ends in a ZeroDivisionError inside the search, a
+        # negative one in a tensor of negative size, and `num_return_sequences=0` returns no sequence at all.
+        for name in ("num_beams", "num_return_sequences"):
+            value = getattr(generation_config, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
         if force_final_eos is not None:
             generation_config.force_final_eos = bool(force_final_eos)
         return generation_config, model_kwargs

@@ -18,10 +18,13 @@ padded to the longest one with a mask, so that every sample's output equals runn
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from transformers import ResNetConfig
@@ -55,6 +58,28 @@ _MODALITY_LAYOUTS = {
     Modality.VIDEO: (5, "(num_videos, channels, frames, height, width)"),
     Modality.AUDIO: (2, "(num_clips, samples)"),
 }
+
+
+def _check_token_ids(token_ids: torch.Tensor, argument: str, vocab_size: int, ignore_index: int | None = None):
+    """Refuses ids outside `[0, vocab_size)` (besides `ignore_index`), which the embedding or the loss would only
+    report as an index error from inside torch. One min/max per tensor: the decoder runs it at every generation step,
+    and skips it under `torch.compile`, whose steps only see tokens the model itself chose."""
+    if token_ids.is_floating_point() or token_ids.dtype == torch.bool:
+        raise TypeError(f"`{argument}` must be an integer tensor of token ids, got dtype {token_ids.dtype}")
+    if token_ids.numel() == 0 or torch.compiler.is_compiling():
+        return
+    checked = token_ids if ignore_index is None else token_ids.masked_fill(token_ids.eq(ignore_index), 0)
+    low, high = torch.aminmax(checked)
+    if bool((low >= 0) & (high < vocab_size)):  # one host sync
+        return
+    offending = checked[(checked < 0) | (checked >= vocab_size)]
+    allowed = f"0..{vocab_size - 1}" + (f" (or {ignore_index}, ignored)" if ignore_index is not None else "")
+    raise ValueError(
+        f"`{argument}` holds token ids outside the vocabulary ({offending.numel()} of them, from "
+        f"{int(offending.min())} to {int(offending.max())}): ids must be in {allowed} "
+        f"(config.vocab_size={vocab_size}). A converted checkpoint's vocabulary can be smaller than the processor's "
+        "(a parity fixture has 1305 tokens): encode the inputs with the processor saved with the checkpoint"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -459,6 +484,36 @@ class UnivalPositionBias(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def _name_unreadable_weights(name, subfolder: str):
+    """Re-raises safetensors' error on a truncated or corrupt weights file (`incomplete metadata, file not fully
+    covered`), which does not say which file, as an `OSError` that names it."""
+    try:
+        yield
+    except SafetensorError as error:
+        raise OSError(
+            f"{_unreadable_weights_file(name, subfolder)}: cannot read the weights ({error}). The file is truncated or "
+            "corrupt, e.g. by an interrupted download or copy: download, copy or convert it again"
+        ) from error
+
+
+def _unreadable_weights_file(name, subfolder: str) -> str:
+    """The first `.safetensors` file of a local checkpoint folder whose header safetensors refuses, else the
+    checkpoint itself (a hub name, whose files the cache holds)."""
+    if not isinstance(name, (str, os.PathLike)):
+        return repr(name)
+    folder = os.path.join(os.fspath(name), subfolder)
+    if os.path.isdir(folder):
+        for file_name in sorted(entry for entry in os.listdir(folder) if entry.endswith(".safetensors")):
+            path = os.path.join(folder, file_name)
+            try:
+                with safe_open(path, framework="pt"):
+                    pass
+            except SafetensorError:
+                return path
+    return os.fspath(name)
+
+
 class UnivalPreTrainedModel(PreTrainedModel):
     config_class = UnivalConfig
     config: UnivalConfig
@@ -477,8 +532,9 @@ class UnivalPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        with explain_missing_checkpoint(pretrained_model_name_or_path):
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        with _name_unreadable_weights(pretrained_model_name_or_path, kwargs.get("subfolder") or ""):
+            with explain_missing_checkpoint(pretrained_model_name_or_path):
+                return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module):
         std = self.config.init_std
@@ -730,6 +786,7 @@ class UnivalEncoder(UnivalPreTrainedModel):
             raise TypeError("`input_ids` must be an integer tensor of shape (batch, sequence_length)")
         if input_ids.ndim != 2:
             raise ValueError(f"`input_ids` must have shape (batch, sequence_length), got {tuple(input_ids.shape)}")
+        _check_token_ids(input_ids, "input_ids", self.embed_tokens.num_embeddings)
         if input_ids.shape[1] > self.config.max_source_positions:
             raise ValueError(
                 f"`input_ids` has {input_ids.shape[1]} positions, more than max_source_positions="
@@ -745,15 +802,26 @@ class UnivalEncoder(UnivalPreTrainedModel):
         return attention_mask.eq(0)
 
     def _check_modality_input(self, patch_type: int, values: torch.Tensor):
-        """Type, layout and channels of one modality's tensor, and that the model has its tower."""
+        """Type, layout, channels and finiteness of one modality's tensor, and that the model has its tower."""
         name = _MODALITY_INPUTS[patch_type]
         rank, layout = _MODALITY_LAYOUTS[patch_type]
         if not isinstance(values, torch.Tensor):
             raise TypeError(f"`{name}` must be a torch.Tensor, got {type(values).__name__}")
         if not values.is_floating_point():
-            raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {values.dtype}")
+            raise TypeError(
+                f"`{name}` must be a floating-point tensor (torch.float32, as the processor returns it), got dtype "
+                f"{values.dtype}: raw integer pixels or samples must first be rescaled and normalised, which the "
+                "processor does"
+            )
         if values.ndim != rank:
             raise ValueError(f"`{name}` must have shape {layout}, got {tuple(values.shape)}")
+        # A NaN or inf spreads through the tower's convolutions into every logit of its sample, silently.
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            raise ValueError(
+                f"`{name}` holds {int((~finite).sum())} non-finite values (NaN or inf) out of {values.numel()}: "
+                "media must be finite"
+            )
         modality = MODALITY_NAMES[patch_type]
         if getattr(self, f"{modality}_tower") is None:
             raise ValueError(
@@ -979,6 +1047,7 @@ class UnivalDecoder(UnivalPreTrainedModel):
                 f"`decoder_input_ids` must be an integer tensor of shape (batch, target_length), got "
                 f"{input_ids.dtype} {tuple(input_ids.shape)}"
             )
+        _check_token_ids(input_ids, "decoder_input_ids", self.embed_tokens.num_embeddings)
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         # A dynamic cache returns the past and new keys; a static one (`cache_implementation="static"`) its whole
@@ -1334,6 +1403,8 @@ class UnivalForConditionalGeneration(UnivalPreTrainedModel, UnivalGenerationMixi
             cache = kwargs.pop("past_key_values")
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         if labels is not None:
+            # Before the shift: out-of-vocabulary labels would otherwise be reported as `decoder_input_ids`.
+            _check_token_ids(labels, "labels", self.lm_head.out_features, ignore_index=-100)
             use_cache = False
             if decoder_input_ids is None:
                 decoder_input_ids = shift_tokens_right(
