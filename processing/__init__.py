@@ -8,7 +8,8 @@ with `exist_ok=True`, so registering the config again elsewhere is harmless).
 Layout:
 
 - `constants.py`: token ids, vocabulary layout, `Modality`, normalisation constants, default sizes;
-- `prompts.py`: task prompts and targets, `pre_caption` / `pre_question`, answer / caption clean-up;
+- `prompts.py`: task prompts and targets, `pre_caption` / `pre_question`, answer / caption clean-up, and `TokenText`
+  (the only strings whose location / code tokens the processor encodes as tokens: user text is plain text);
 - `boxes.py`: box quantisation into `<bin_i>` tokens and back;
 - `tokenization_unival.py`, `image_processing_unival.py`, `video_processing_unival.py`,
   `feature_extraction_unival.py`, `processing_unival.py`: the processing classes.
@@ -26,11 +27,13 @@ from .image_processing_unival import UnivalImageProcessor
 from .processing_unival import UnivalProcessor
 from .tasks import TASKS, TaskSpec, build_prompt, build_target, generation_config, resolve_task
 from .prompts import (
+    TokenText,
     clean_caption_target,
     postprocess_caption,
     postprocess_vqa_answer,
     pre_caption,
     pre_question,
+    token_string,
 )
 from .tokenization_unival import UnivalTokenizer
 from .video_processing_unival import UnivalVideoProcessor, sample_frame_indices
@@ -68,6 +71,7 @@ __all__ = [
     "TASKS",
     "Modality",
     "TaskSpec",
+    "TokenText",
     "UnivalFeatureExtractor",
     "UnivalImageProcessor",
     "UnivalProcessor",
@@ -89,4 +93,5 @@ __all__ = [
     "register_auto_classes",
     "resolve_task",
     "sample_frame_indices",
+    "token_string",
 ]

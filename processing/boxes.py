@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .constants import BIN_TOKEN_OFFSET, BIN_TOKEN_TEMPLATE, NUM_BINS
+from .prompts import TokenText
 
 
 _BIN_PATTERN = re.compile(r"<bin_(\d+)>")
@@ -116,12 +117,15 @@ def quantize_box(
     """Quantise a pixel box into the original's location-token string `"<bin_a> <bin_b> <bin_c> <bin_d>"`.
 
     See `box_to_bins` for the arguments and errors. The tokenizer encodes this string into exactly 4 tokens (the
-    whitespace between location tokens is dropped, as the original encodes them without BPE).
+    whitespace between location tokens is dropped, as the original encodes them without BPE). It is a
+    `prompts.TokenText`, which the processor encodes as location tokens (the same string typed as plain text is
+    encoded as text).
     """
     bins = box_to_bins(
         box, image_size, processed_size=processed_size, max_image_size=max_image_size, num_bins=num_bins, clip=clip
     )
-    return " ".join(bin_token(b) for b in bins)
+    # A `TokenText`: the one way, with the `region` field, that location tokens get into a prompt or a target.
+    return TokenText.tokens(" ".join(bin_token(b) for b in bins))
 
 
 def bins_to_box(
@@ -144,6 +148,16 @@ def bins_to_box(
     return [b0 / sx, b1 / sy, b2 / sx, b3 / sy]
 
 
+def well_formed_box(box: Sequence[float], image_size) -> list[float]:
+    """`[x0, y0, x1, y1]` with each coordinate pair sorted (`x0 <= x1`, `y0 <= y1`) and clipped to the image of
+    `image_size` ((height, width) or a PIL image): what a generated box is turned into, since a model may write its
+    corners in reverse order and, with `max_image_size`, past the image's border."""
+    height, width = _image_hw(image_size)
+    x0, x1 = sorted(min(max(float(v), 0.0), width) for v in (box[0], box[2]))
+    y0, y1 = sorted(min(max(float(v), 0.0), height) for v in (box[1], box[3]))
+    return [x0, y0, x1, y1]
+
+
 def extract_bins(sequence, num_bins: int | None = None) -> list[int]:
     """The bin indices found, in order, in a decoded string (`"<bin_12>"` ...) or a sequence of token ids."""
     num_bins = NUM_BINS if num_bins is None else int(num_bins)
@@ -157,4 +171,4 @@ def extract_bins(sequence, num_bins: int | None = None) -> list[int]:
     return [int(t) - BIN_TOKEN_OFFSET for t in sequence if BIN_TOKEN_OFFSET <= int(t) < BIN_TOKEN_OFFSET + num_bins]
 
 
-__all__ = ["bin_token", "bins_to_box", "box_to_bins", "extract_bins", "quantize_box"]
+__all__ = ["bin_token", "bins_to_box", "box_to_bins", "extract_bins", "quantize_box", "well_formed_box"]

@@ -51,6 +51,10 @@ MAX_CAPTION_TARGET_WORDS = 20
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
 RESCALE_FACTOR = 1 / 255
+#: Largest 8-bit and 16-bit pixel values. High-bit-depth pixels (uint16 arrays, 16-bit PNG / TIFF files) are brought to
+#: 8 bits by scaling the full 16-bit range onto the 8-bit one (`round(v * 255 / 65535)`, i.e. `v / 257`).
+UINT8_MAX = 255
+UINT16_MAX = 65535
 
 #: Default square input size of the image processor (caption / VQA / SNLI-VE).
 DEFAULT_IMAGE_SIZE = 480
@@ -125,6 +129,8 @@ __all__ = [
     "PAD_TOKEN_ID",
     "RESCALE_FACTOR",
     "TASK_IMAGE_SIZES",
+    "UINT16_MAX",
+    "UINT8_MAX",
     "UNK_TOKEN",
     "UNK_TOKEN_ID",
     "VIDEO_EXTENSIONS",

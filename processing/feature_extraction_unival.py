@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from .media_io import (
     call_generator,
     check_bytes,
     check_file,
+    check_finite,
     describe,
     each_input,
     is_array_like,
@@ -30,12 +32,39 @@ CROP_MODES = ("center", "random", "start")
 PADDING_MODES = ("repeatpad", "pad")
 
 
-def read_audio(audio) -> tuple[np.ndarray, int]:
+# Context kept on each side of the part of a long file that is read, so that the resampler's filter sees real
+# samples at the edges of the crop (soxr's HQ filter spans a few ms); the crop is then taken inside it.
+READ_MARGIN_SECONDS = 0.05
+
+
+def _read_window(frames: int, sampling_rate: int, max_seconds, crop_mode: str, generator) -> tuple[int, int]:
+    """`(start, count)` frames of a file of `frames` frames to read for a crop of `max_seconds`: all of it when it is
+    not longer than the crop plus its margins; otherwise the crop's window, placed by `crop_mode` (at the start, the
+    centre or a random offset, as `crop_or_pad` places a crop), with `READ_MARGIN_SECONDS` on each side."""
+    if max_seconds is None:
+        return 0, frames
+    margin = math.ceil(READ_MARGIN_SECONDS * sampling_rate)
+    count = math.ceil(max_seconds * sampling_rate) + 2 * margin
+    if frames <= count:
+        return 0, frames
+    overflow = frames - count
+    if crop_mode == "random":
+        rng = generator if generator is not None else np.random.default_rng()
+        return int(rng.integers(0, overflow + 1)), count
+    return (overflow // 2 if crop_mode == "center" else 0), count
+
+
+def read_audio(audio, max_seconds: float | None = None, crop_mode: str = "center", generator=None):
     """Read an audio file (path or bytes) with `soundfile` (libsndfile: WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...).
+
+    With `max_seconds`, a file longer than that is not decoded whole: only the part that a crop of `max_seconds`
+    placed by `crop_mode` keeps (`"start"`, `"center"`, `"random"` with `generator`), plus `READ_MARGIN_SECONDS` on
+    each side, is read (libsndfile seeks), so that the memory and the bytes read are bounded by the crop, not by the
+    file (a 2-hour recording gives its 10 s as fast as a 10 s one). Shorter files are read whole.
 
     Returns `(waveform, sampling_rate)` with the waveform float64 (frames, channels) in [-1, 1]. Raises
     `FileNotFoundError` for a missing file and `ValueError` for an empty file, a file libsndfile cannot decode (not
-    audio, or an unsupported format such as AAC / M4A) and a file with no samples.
+    audio, or an unsupported format such as AAC / M4A), a file with no samples and non-finite samples.
     """
     import soundfile
 
@@ -46,7 +75,12 @@ def read_audio(audio) -> tuple[np.ndarray, int]:
     else:
         raise TypeError(f"read_audio takes a path or bytes, got {describe(audio)}")
     try:
-        waveform, sampling_rate = soundfile.read(source, dtype="float64", always_2d=True)
+        with soundfile.SoundFile(source) as file:
+            start, count = _read_window(file.frames, file.samplerate, max_seconds, crop_mode, generator)
+            if start:
+                file.seek(start)
+            waveform = file.read(count, dtype="float64", always_2d=True)
+            sampling_rate = file.samplerate
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
         raise ValueError(
             f"cannot read {describe(audio)} as audio: {str(error).rstrip('.')}. "
@@ -55,21 +89,22 @@ def read_audio(audio) -> tuple[np.ndarray, int]:
         ) from None
     if waveform.shape[0] == 0:
         raise ValueError(f"audio {describe(audio)} contains no samples")
+    check_finite(waveform, f"audio {describe(audio)}")  # float WAV / FLAC files can hold NaN samples too
     return waveform, int(sampling_rate)
 
 
 def _array_waveform(array: np.ndarray) -> np.ndarray:
     """float64 waveform from an array: 1-D mono, or 2-D with the channels on the smaller axis; integer PCM scaled."""
     if array.dtype == object:
-        raise TypeError("an audio array must be numeric")
+        raise TypeError(f"an audio array must be numeric, got dtype {array.dtype}")
     if np.issubdtype(array.dtype, np.integer):
         info = np.iinfo(array.dtype)
         if info.min == 0:  # unsigned PCM (e.g. 8-bit WAV)
             array = (array.astype(np.float64) - (info.max + 1) / 2) / ((info.max + 1) / 2)
         else:
             array = array.astype(np.float64) / float(-info.min)
-    elif np.issubdtype(array.dtype, np.bool_) or not np.issubdtype(array.dtype, np.number):
-        raise TypeError(f"an audio array must hold numbers, got dtype {array.dtype}")
+    elif not np.issubdtype(array.dtype, np.floating):  # bool, complex, strings: no waveform
+        raise TypeError(f"an audio array must hold real numbers (float or integer PCM), got dtype {array.dtype}")
     array = np.asarray(array, dtype=np.float64)
     if array.ndim == 1:
         array = array[:, None]
@@ -80,8 +115,7 @@ def _array_waveform(array: np.ndarray) -> np.ndarray:
         raise ValueError(f"an audio array must be 1-D (samples) or 2-D (samples x channels), got shape {array.shape}")
     if array.shape[0] == 0 or array.size == 0:
         raise ValueError("an audio array is empty")
-    if not np.all(np.isfinite(array)):
-        raise ValueError("an audio array contains NaN or infinite values")
+    check_finite(array, f"an audio array of shape {array.shape}")
     return array
 
 
@@ -150,6 +184,11 @@ class UnivalFeatureExtractor(SequenceFeatureExtractor):
        random offset even at evaluation; the default here is a deterministic centre crop (`crop_mode="center"`),
        use `crop_mode="random"` (with `seed=` / `generator=`) for training.
 
+    A file longer than `max_length` (plus 2 x `READ_MARGIN_SECONDS`) is not decoded whole: only the window around
+    the crop is read (`read_audio`), so a 2-hour recording costs what a 10 s one does. The crop is then taken inside
+    that window (the same position for `"start"` and `"center"`; for `"random"` the window's offset is drawn, then
+    the crop's, from the same generator).
+
     Silent audio is valid and gives zeros (nothing is normalised). Empty arrays, 0-byte files and files that are not
     audio raise `ValueError`.
 
@@ -186,17 +225,22 @@ class UnivalFeatureExtractor(SequenceFeatureExtractor):
         self.padding_mode = padding_mode
         self.do_int16_round_trip = do_int16_round_trip
 
-    def load_waveform(self, audio, sampling_rate: int | None = None) -> np.ndarray:
+    def load_waveform(
+        self, audio, sampling_rate: int | None = None, max_length: int | None = None, crop_mode: str = "center",
+        generator: np.random.Generator | None = None,
+    ) -> np.ndarray:
         """Mono float waveform at `self.sampling_rate` (before the int16 round trip and cropping) of one input:
         a path, bytes, an array / tensor / list of samples (with `sampling_rate`), or a dict with `array` and
-        `sampling_rate` (the 🤗 datasets `Audio` format)."""
+        `sampling_rate` (the 🤗 datasets `Audio` format). With `max_length` (samples at `self.sampling_rate`), a file
+        longer than that is read only around the crop `crop_mode` will take (`read_audio`'s `max_seconds`)."""
         if isinstance(audio, dict):
             if "array" not in audio:
                 raise ValueError("an audio dict needs an 'array' (and a 'sampling_rate') entry")
             sampling_rate = audio.get("sampling_rate", sampling_rate)
             audio = audio["array"]
         if is_path(audio) or is_bytes(audio):
-            waveform, file_rate = read_audio(audio)
+            max_seconds = None if max_length is None else max_length / self.sampling_rate
+            waveform, file_rate = read_audio(audio, max_seconds, crop_mode, generator)
             if sampling_rate is not None and int(sampling_rate) != file_rate:
                 logger.warning_once(
                     f"sampling_rate={sampling_rate} ignored for audio files: their own rate ({file_rate} Hz) is used"
@@ -254,7 +298,7 @@ class UnivalFeatureExtractor(SequenceFeatureExtractor):
 
         values = []
         for item in each_input(self._as_audio_list(audio), "audio"):
-            waveform = self.load_waveform(item, sampling_rate)
+            waveform = self.load_waveform(item, sampling_rate, max_length, crop_mode, generator)
             if self.do_int16_round_trip:
                 waveform = int16_round_trip(waveform)
             waveform = crop_or_pad(waveform, max_length, crop_mode, padding_mode, generator)

@@ -11,7 +11,7 @@ from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_base import BatchFeature
 from transformers.image_utils import PILImageResampling, SizeDict
 
-from .constants import DEFAULT_IMAGE_SIZE, IMAGE_MEAN, IMAGE_STD, RESCALE_FACTOR
+from .constants import DEFAULT_IMAGE_SIZE, IMAGE_MEAN, IMAGE_STD, RESCALE_FACTOR, UINT16_MAX
 from .media_io import (
     check_bytes,
     check_file,
@@ -20,6 +20,7 @@ from .media_io import (
     is_array_like,
     is_bytes,
     is_path,
+    pixels_to_uint8,
     resolve_call_options,
     to_numpy,
     wrong_modality_hint,
@@ -49,17 +50,30 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
         raise ValueError(f"an image array must be (H, W), (H, W, C) or (C, H, W) with C in 1/3/4, got {array.shape}")
     if array.size == 0:
         raise ValueError(f"an image array is empty: shape {array.shape}")
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8) * 255
-    elif np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)):
-            raise ValueError("an image array contains NaN or infinite values")
-        array = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
-    elif array.dtype != np.uint8:
-        if array.min() < 0 or array.max() > 255:
-            raise ValueError(f"an integer image array must hold values in [0, 255], got dtype {array.dtype}")
-        array = array.astype(np.uint8)
+    array = pixels_to_uint8(array, f"image array {describe(array)}")
     return Image.fromarray(np.ascontiguousarray(array))
+
+
+# PIL modes of more than 8 bits per pixel. `convert("RGB")` clips them to 255 instead of scaling them (a 16-bit PNG
+# comes out white), so `load_image` brings them to 8 bits with `pixels_to_uint8`, as the same pixels given as an array.
+_HIGH_BIT_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+
+
+def _to_8bit(pil: Image.Image, image) -> Image.Image:
+    """An 8-bit (`L`) image of a high-bit-depth one: `I;16*` scaled from 16 bits, mode `I` (32-bit integers, how PIL
+    holds 16-bit data after `convert("I")` and in some formats) read as 16-bit values, mode `F` as intensities in
+    [0, 1] like float arrays."""
+    array = np.asarray(pil)
+    if pil.mode == "I":
+        if array.size and (array.min() < 0 or array.max() > UINT16_MAX):
+            raise ValueError(
+                f"image {describe(image)} (PIL mode I) must hold 16-bit values in [0, {UINT16_MAX}], "
+                f"got values in [{array.min()}, {array.max()}]"
+            )
+        array = array.astype(np.uint16)
+    elif pil.mode != "F":
+        array = array.astype(np.uint16)  # native byte order of the I;16B / I;16L variants
+    return Image.fromarray(pixels_to_uint8(array, f"image {describe(image)} (PIL mode {pil.mode})"))
 
 
 def _unreadable(image) -> ValueError:
@@ -95,6 +109,8 @@ def load_image(image) -> Image.Image:
         raise _unreadable(image) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"cannot decode image {describe(image)}: {error} (corrupt or truncated file?)") from None
+    if pil.mode in _HIGH_BIT_DEPTH_MODES:
+        pil = _to_8bit(pil, image)
     return pil
 
 
@@ -131,8 +147,10 @@ class UnivalImageProcessor(PilBackend):
     `size` is a setting (`UnivalImageProcessor(size=512)` or `processor(..., size=512)`): an int is a square, a pair
     or a dict is (height, width). EXIF orientation is not applied (as the original).
 
-    Inputs: paths, bytes, PIL images, numpy arrays ((H, W), (H, W, C) or (C, H, W); uint8 or float in [0, 1]) or
-    torch tensors; one image or a list. URLs are refused, never fetched.
+    Inputs: paths, bytes, PIL images, numpy arrays ((H, W), (H, W, C) or (C, H, W); uint8, uint16, bool or float in
+    [0, 1]) or torch tensors; one image or a list. URLs are refused, never fetched. High-bit-depth pixels are scaled
+    to 8 bits the same way whether they come from a file (16-bit PNG / TIFF: PIL modes `I;16`, `I`), a PIL image or
+    an array (see `media_io.pixels_to_uint8`); PIL mode `F` images, like float arrays, hold intensities in [0, 1].
 
     Returns a `BatchFeature` with `pixel_values` (n, 3, H, W) float32, and with `return_image_sizes=True` also
     `image_sizes` (n, 2) int64 = the original (height, width) of each image (what the grounding post-processing

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from .constants import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, UINT8_MAX, UINT16_MAX, VIDEO_EXTENSIONS
 
 
 PathLike = (str, os.PathLike)
@@ -75,6 +75,25 @@ def wrong_modality_hint(source, kind: str) -> str:
     return ""
 
 
+_MEDIA_FILE_KINDS = (("image", "images", IMAGE_EXTENSIONS), ("video", "videos", VIDEO_EXTENSIONS),
+                    ("audio", "audio", AUDIO_EXTENSIONS))
+
+
+def media_path_in_text(text) -> tuple[str, str] | None:
+    """`(kind, argument)` ("image", "images") when a text is nothing but a media file's path (an existing file, or
+    a path with a folder) or URL, by its extension: what a media input given in the text's place looks like (the
+    stock image-text-to-text pipeline called with a path and no `text=` passes the path as the prompt); `None` for
+    anything else (a bare "photo.png" that is no file stays text)."""
+    if not isinstance(text, str) or not text or any(c.isspace() for c in text):
+        return None
+    suffix = Path(text.split("?", 1)[0]).suffix.lower()
+    path_like = text.startswith(("http://", "https://", ".", "~")) or os.sep in text or "/" in text
+    for kind, argument, extensions in _MEDIA_FILE_KINDS:
+        if suffix in extensions and (path_like or os.path.isfile(text)):
+            return kind, argument
+    return None
+
+
 def to_numpy(value):
     """Convert torch tensors (and array-likes) to numpy without importing torch when it is not needed."""
     if isinstance(value, np.ndarray):
@@ -86,6 +105,46 @@ def to_numpy(value):
 
 def is_array_like(value) -> bool:
     return isinstance(value, np.ndarray) or type(value).__module__.startswith("torch")
+
+
+def check_finite(array: np.ndarray, what: str) -> None:
+    """Raise a `ValueError` naming `what` when a numeric array holds NaN or infinite values (which would otherwise
+    be cast to arbitrary pixels or samples)."""
+    if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
+        raise ValueError(f"{what} contains NaN or infinite values")
+
+
+def pixels_to_uint8(array: np.ndarray, what: str = "an image array") -> np.ndarray:
+    """8-bit pixels of an image or video frame array, by dtype; the one conversion of the file and array inputs of
+    images and videos (a 16-bit PNG and the same pixels as a uint16 array give the same result):
+
+    - uint8: unchanged; bool: False / True -> 0 / 255;
+    - float (float arrays and PIL mode `F` images): intensities in [0, 1], scaled by 255, rounded and clipped;
+    - uint16 (PIL modes `I;16*`): the full 16-bit range scaled onto 8 bits (`round(v * 255 / 65535)`);
+    - other integers (e.g. int64 tensors of 8-bit images): values in [0, 255], taken as they are.
+
+    Raises a `ValueError` naming `what` for NaN / infinite values and out-of-range integers, a `TypeError` for
+    non-numeric arrays.
+    """
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * UINT8_MAX
+    if np.issubdtype(array.dtype, np.floating):
+        check_finite(array, what)
+        return np.clip(np.round(array * float(UINT8_MAX)), 0, UINT8_MAX).astype(np.uint8)
+    if array.dtype == np.uint16:
+        # Exact integer arithmetic: (v * 255 + 32767) // 65535 is round-half-up of v * 255 / 65535.
+        scaled = (array.astype(np.uint32) * UINT8_MAX + UINT16_MAX // 2) // UINT16_MAX
+        return scaled.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        if array.size and (array.min() < 0 or array.max() > UINT8_MAX):
+            raise ValueError(
+                f"{what} of dtype {array.dtype} must hold 8-bit values in [0, {UINT8_MAX}] (pass 16-bit pixels as "
+                f"uint16, floats as intensities in [0, 1]), got values in [{array.min()}, {array.max()}]"
+            )
+        return array.astype(np.uint8)
+    raise TypeError(f"{what} must hold numbers (uint8, uint16, bool or float), got dtype {array.dtype}")
 
 
 def call_generator(generator: np.random.Generator | None, seed: int | None) -> np.random.Generator | None:
@@ -109,11 +168,13 @@ __all__ = [
     "call_generator",
     "check_bytes",
     "check_file",
+    "check_finite",
     "describe",
     "each_input",
     "is_array_like",
     "is_bytes",
     "is_path",
+    "pixels_to_uint8",
     "to_numpy",
     "wrong_modality_hint",
 ]

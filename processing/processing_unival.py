@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 from collections.abc import Callable, Sequence
 
@@ -18,7 +19,7 @@ from . import prompts as prompt_lib
 from . import tasks as task_lib
 from .prompts import format_target  # noqa: F401  (the `from .x import` form makes remote-code saving copy these files)
 from .tasks import resolve_task  # noqa: F401
-from .boxes import bins_to_box, extract_bins, quantize_box
+from .boxes import bins_to_box, extract_bins, quantize_box, well_formed_box
 from .constants import (
     BOS_TOKEN_ID,
     EOS_TOKEN_ID,
@@ -32,7 +33,7 @@ from .constants import (
 )
 from .feature_extraction_unival import UnivalFeatureExtractor
 from .image_processing_unival import UnivalImageProcessor, UnivalImageProcessorKwargs
-from .media_io import is_array_like, to_numpy
+from .media_io import is_array_like, media_path_in_text, to_numpy
 from .tokenization_unival import UnivalTokenizer
 from .video_processing_unival import UnivalVideoProcessor, UnivalVideoProcessorKwargs
 
@@ -93,6 +94,24 @@ def _split_inputs(text, images, videos, audio, targets, label_weights) -> dict:
     }
 
 
+def _refuse_media_paths_as_text(splits) -> None:
+    """A text-only call whose text is a media file's path or URL gets an error, not a caption of the path's
+    characters: that is what `pipeline("image-to-text")(path)` does, as the stock pipeline passes a lone path as the
+    prompt (transformers 5)."""
+    if any(splits[name] is not None for name in ("images", "videos", "audio")) or splits["text"] is None:
+        return
+    texts = [splits["text"].value] if isinstance(splits["text"], _Single) else splits["text"]
+    for index, text in enumerate(texts):
+        found = media_path_in_text(text)
+        if found is not None:
+            kind, argument = found
+            raise ValueError(
+                f"`text` of sample {index} is the {kind} {text!r}, and no {kind} was given: pass it as `{argument}=` "
+                f"(with the image-text-to-text / image-to-text pipelines: `pipe({text!r}, text=\"\")` captions it, "
+                "`text=` takes the prompt or the task's field)"
+            )
+
+
 def _split_text(text, name: str):
     if text is None:
         return None
@@ -147,6 +166,24 @@ def _take(split, index: int):
     return split[index]
 
 
+@contextlib.contextmanager
+def _naming_argument(name: str):
+    """Prefix the errors of the sub-processor reading the `name` argument with that name (the sub-processors name
+    the input, e.g. the file, but not which argument of the call it was given as). The class is kept (a missing file
+    stays a `FileNotFoundError`); errors that cannot be rebuilt from a message are left as they are."""
+    try:
+        yield
+    except (ValueError, TypeError, OSError) as error:
+        message = str(error)
+        if message.startswith(f"`{name}`"):
+            raise
+        try:
+            renamed = type(error)(f"`{name}`: {message}")
+        except Exception:  # an error class with another constructor: keep it
+            raise error from None
+        raise renamed from None
+
+
 def _a(noun: str) -> str:
     return ("an " if noun[0] in "aeiou" else "a ") + noun
 
@@ -194,6 +231,13 @@ class UnivalProcessor(ProcessorMixin):
       are -100 over the prompt positions, then target + `</s>`;
     - `image_sizes` (N_img, 2) int64, original (height, width), only with `return_image_sizes=True` (remove it before
       calling the model; it is what `post_process_grounding` needs).
+
+    User text is plain text: `<s>`, `</s>`, `<pad>`, `<unk>`, `<bin_5>`, `<code_3>` written in a prompt, a question,
+    a caption or a target are encoded as the characters they are (`UnivalTokenizer.encode_text`), never as control
+    or location tokens. The only control tokens are the `<s>` / `</s>` the processor adds, and location / code
+    tokens come only from numeric boxes (`box=`, `quantize_box`, `build_prompt` / `build_target`), from the
+    grounded-caption `region=` field and from the targets of `task="visual_grounding"` / `"text_to_image"`, which
+    must hold nothing but such tokens (see `processing.prompts.TokenText`).
 
     Prompts longer than `max_source_length` tokens (1024) are truncated to that many tokens, keeping `</s>` last;
     targets are truncated to `max_target_length` (1024) decoder positions. The original's limit of 80 *words* is
@@ -405,6 +449,7 @@ class UnivalProcessor(ProcessorMixin):
 
         splits = _split_inputs(text, images, videos, audio, text_target if targets is None else targets, label_weights)
         field_splits = {name: _split_field(name, value) for name, value in task_fields.items()}
+        _refuse_media_paths_as_text(splits)
         batch_size = self._checked_batch_size(splits, field_splits)
         prompt_types = self._prompt_types(prompt_type, spec, batch_size)
         modalities = [self._sample_modality(splits, index) for index in range(batch_size)]
@@ -416,7 +461,9 @@ class UnivalProcessor(ProcessorMixin):
         data.update(self._media(splits, modalities, return_image_sizes, sampling_rate, images_kwargs, videos_kwargs,
                                 audio_kwargs))
         if splits["targets"] is not None:
-            data.update(self._decoder_side(splits, source_ids, prompt_types, max_target_length, format_targets))
+            data.update(
+                self._decoder_side(splits, source_ids, prompt_types, max_target_length, format_targets, spec)
+            )
         elif return_decoder_prompt:
             data.update(self._decoder_prompts(source_ids, prompt_types))
         return BatchFeature(data=data, tensor_type=return_tensors)
@@ -528,7 +575,8 @@ class UnivalProcessor(ProcessorMixin):
         data = {}
         image_items = items(Modality.IMAGE, "images")
         if image_items:
-            out = self.image_processor(image_items, return_image_sizes=return_image_sizes, **images_kwargs)
+            with _naming_argument("images"):
+                out = self.image_processor(image_items, return_image_sizes=return_image_sizes, **images_kwargs)
             data["pixel_values"] = out["pixel_values"]
             if return_image_sizes:
                 data["image_sizes"] = out["image_sizes"]
@@ -536,20 +584,22 @@ class UnivalProcessor(ProcessorMixin):
             data["image_sizes"] = np.zeros((0, 2), dtype=np.int64)
         video_items = items(Modality.VIDEO, "videos")
         if video_items:
-            data["pixel_values_videos"] = self.video_processor(video_items, **videos_kwargs)["pixel_values_videos"]
+            with _naming_argument("videos"):
+                data["pixel_values_videos"] = self.video_processor(video_items, **videos_kwargs)["pixel_values_videos"]
         audio_items = items(Modality.AUDIO, "audio")
         if audio_items:
-            data["audio_values"] = self.feature_extractor(
-                audio_items, sampling_rate=sampling_rate, **audio_kwargs
-            )["audio_values"]
+            with _naming_argument("audio"):
+                data["audio_values"] = self.feature_extractor(
+                    audio_items, sampling_rate=sampling_rate, **audio_kwargs
+                )["audio_values"]
         if any(m != Modality.TEXT for m in modalities):
             data["patch_types"] = np.asarray([int(m) for m in modalities], dtype=np.int64)
         return data
 
-    def _decoder_side(self, splits, source_ids, prompt_types, max_target_length, format_targets) -> dict:
+    def _decoder_side(self, splits, source_ids, prompt_types, max_target_length, format_targets, spec=None) -> dict:
         """Decoder inputs, labels and (when given) label weights of the targets, each sample in its layout."""
         target_texts = [_take(splits["targets"], i) for i in range(len(source_ids))]
-        data = self._build_targets(target_texts, source_ids, prompt_types, max_target_length, format_targets)
+        data = self._build_targets(target_texts, source_ids, prompt_types, max_target_length, format_targets, spec)
         if splits["label_weights"] is not None:
             data["label_weights"] = _label_weights(splits["label_weights"], len(source_ids))
         return data
@@ -639,11 +689,25 @@ class UnivalProcessor(ProcessorMixin):
         except (ValueError, TypeError) as error:
             raise type(error)(f"sample {index}: {error}") from None
 
+    def _text_ids(self, text: str) -> list[int]:
+        """Token ids of a prompt or a target, without `<s>` / `</s>`. User text is plain text (`encode_text`: a
+        `</s>` or `<bin_5>` typed in it stays text); only the token parts of a `TokenText`, which this package builds
+        from boxes and from the token-only `region` / box and code targets, are encoded as tokens."""
+        segments = text.segments if isinstance(text, prompt_lib.TokenText) else ((text, False),)
+        ids = []
+        for part, is_tokens in segments:
+            if is_tokens:
+                ids.extend(self.tokenizer(part, add_special_tokens=False, verbose=False)["input_ids"])
+            else:
+                ids.extend(self.tokenizer.encode_text(part))
+        return ids
+
     def _encode(self, texts: list[str], max_length: int, add_special_tokens: bool, what: str) -> list[list[int]]:
-        encoded = self.tokenizer(texts, add_special_tokens=add_special_tokens, verbose=False)["input_ids"]
         result = []
-        for index, ids in enumerate(encoded):
-            ids = list(ids)
+        for index, text in enumerate(texts):
+            ids = self._text_ids(text)
+            if add_special_tokens:  # the template's own control tokens, the only ones a prompt gets
+                ids = [self.tokenizer.bos_token_id] + ids + [self.tokenizer.eos_token_id]
             if len(ids) > max_length:
                 logger.warning_once(
                     f"a {what} of {len(ids)} tokens was truncated to {max_length} tokens (sample {index})"
@@ -652,11 +716,17 @@ class UnivalProcessor(ProcessorMixin):
             result.append(ids)
         return result
 
-    def _build_targets(self, target_texts, source_ids, prompt_types, max_target_length, format_targets) -> dict:
+    def _build_targets(self, target_texts, source_ids, prompt_types, max_target_length, format_targets,
+                       spec=None) -> dict:
+        token_kind = {"box": "location", "codes": "code"}.get(spec.output) if spec is not None else None
         texts = []
         for index, target in enumerate(target_texts):
             if target is None or not target.strip():
                 raise ValueError(f"the target of sample {index} is empty")
+            if token_kind is not None:
+                # The targets of the box / code tasks are token strings by definition: accepted as tokens once
+                # checked to hold nothing else.
+                target = prompt_lib.token_string(target, f"the target of sample {index}", kind=token_kind)
             texts.append(prompt_lib.format_target(target) if format_targets else target)
         target_ids = self._encode(texts, max_target_length - 1, add_special_tokens=False, what="target")
         decoder_inputs, labels = [], []
@@ -751,7 +821,9 @@ class UnivalProcessor(ProcessorMixin):
 
         Returns one dict per sample: `{"box": [x0, y0, x1, y1] or None, "bins": [...], "text": decoded}` (`box` is
         None when fewer than 4 location tokens were generated; extra ones are ignored), plus `"score"` when `scores`
-        is given.
+        is given. The box is always well formed: a model may generate a corner pair in reverse order (`x1 < x0` or
+        `y1 < y0`), so each coordinate pair is sorted (`x0 <= x1`, `y0 <= y1`), and it is clipped to the image
+        (with `max_image_size` a bin can map past the image's border). `"bins"` are the generated bins, unsorted.
         """
         if isinstance(generated, str):
             generated = [generated]
@@ -781,8 +853,12 @@ class UnivalProcessor(ProcessorMixin):
             box = None
             if len(bins) >= 4:
                 bins = bins[:4]
-                box = bins_to_box(
-                    bins, size, processed_size=processed_size, max_image_size=max_image_size, num_bins=self.num_bins
+                box = well_formed_box(
+                    bins_to_box(
+                        bins, size, processed_size=processed_size, max_image_size=max_image_size,
+                        num_bins=self.num_bins,
+                    ),
+                    size,
                 )
             result = {"box": box, "bins": bins, "text": text}
             if scores is not None:

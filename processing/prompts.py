@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import string
 
-from .constants import MAX_CAPTION_TARGET_WORDS, MAX_SOURCE_WORDS
+from .constants import BIN_TOKEN_TEMPLATE, CODE_TOKEN_TEMPLATE, MAX_CAPTION_TARGET_WORDS, MAX_SOURCE_WORDS
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -39,6 +39,73 @@ QA_MATCHING_TEMPLATE = ' what is the answer to question " {question} ". is " {an
 TEXT_TO_IMAGE_TEMPLATE = " what is the complete image? caption: {caption}"
 
 TARGET_TEMPLATE = " {text}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Token strings: where location / code tokens may come from
+# --------------------------------------------------------------------------------------------------------------------
+def _token_pattern(template: str) -> str:
+    return re.escape(template).replace(re.escape("{}"), r"\d+")
+
+
+_BIN_PATTERN = _token_pattern(BIN_TOKEN_TEMPLATE)
+_CODE_PATTERN = _token_pattern(CODE_TOKEN_TEMPLATE)
+_TOKEN_STRINGS = {
+    "location": re.compile(rf"\s*(?:{_BIN_PATTERN}\s*)+"),
+    "code": re.compile(rf"\s*(?:{_CODE_PATTERN}\s*)+"),
+    "location or code": re.compile(rf"\s*(?:(?:{_BIN_PATTERN}|{_CODE_PATTERN})\s*)+"),
+}
+
+
+class TokenText(str):
+    """A prompt or target built by the processing code, which knows which of its parts are location / code tokens.
+
+    User text is plain text: the processor encodes a `<bin_5>`, `<code_3>`, `<s>` or `</s>` typed in a prompt, a
+    question or a caption as the characters it is (as the original's BPE did), never as a control token. Location
+    and code tokens come only from the parts of a `TokenText` marked as tokens, which this package builds from
+    numeric boxes (`quantize_box`), from the `region` field of grounded captioning and from the targets of the box /
+    code tasks (`token_string`, which accepts nothing but such tokens).
+
+    It compares and hashes as the plain string; every string operation on it returns a plain `str`, whose tokens are
+    text again (so nothing turns user text into tokens by accident).
+
+    Args:
+        segments: `(text, is_tokens)` pairs, concatenated in order; the `is_tokens` parts must hold only location /
+            code tokens and whitespace.
+    """
+
+    def __new__(cls, segments):
+        segments = tuple((str(text), bool(is_tokens)) for text, is_tokens in segments if text)
+        for text, is_tokens in segments:
+            if is_tokens and not _TOKEN_STRINGS["location or code"].fullmatch(text):
+                raise ValueError(f"a token part must hold only <bin_i> / <code_i> tokens, got {text!r}")
+        self = super().__new__(cls, "".join(text for text, _ in segments))
+        self.segments = segments
+        return self
+
+    def __getnewargs__(self):  # pickling (e.g. to data-loader workers) keeps the segments
+        return (self.segments,)
+
+    @classmethod
+    def tokens(cls, text: str) -> TokenText:
+        """A string that is tokens only."""
+        return cls([(text, True)])
+
+
+def token_string(text, what: str, kind: str = "location") -> TokenText:
+    """`text` as a `TokenText` of tokens, after checking that it holds only `kind` tokens (`"location"`: `<bin_i>`,
+    `"code"`: `<code_i>`, `"location or code"`) and whitespace; `ValueError` naming `what` otherwise. The explicit way
+    into tokens for the inputs that *are* tokens (a grounded caption's `region`, a grounding or code target)."""
+    if isinstance(text, TokenText) and all(is_tokens for _, is_tokens in text.segments):
+        return text
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a string of {kind} tokens, got {type(text).__name__}")
+    if not _TOKEN_STRINGS[kind].fullmatch(text):
+        example = BIN_TOKEN_TEMPLATE.format(12) if kind != "code" else CODE_TOKEN_TEMPLATE.format(12)
+        raise ValueError(
+            f"{what} must hold only {kind} tokens (like {example!r}) separated by whitespace, got {text!r}"
+        )
+    return TokenText.tokens(text)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -112,6 +179,8 @@ def format_target(text: str) -> str:
         raise ValueError("a target is empty")
     if text[0].isspace() or text.startswith(("<bin_", "<code_")):
         return text
+    if isinstance(text, TokenText):
+        return TokenText(((TARGET_TEMPLATE.format(text=""), False),) + text.segments)
     return TARGET_TEMPLATE.format(text=text)
 
 
@@ -127,6 +196,7 @@ __all__ = [
     "QA_MATCHING_TEMPLATE",
     "QUESTION_TEMPLATE",
     "TEXT_TO_IMAGE_TEMPLATE",
+    "TokenText",
     "VIDEO_CAPTION_PROMPT",
     "clean_caption_target",
     "format_target",
@@ -134,4 +204,5 @@ __all__ = [
     "postprocess_vqa_answer",
     "pre_caption",
     "pre_question",
+    "token_string",
 ]

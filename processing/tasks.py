@@ -123,8 +123,10 @@ def _grounding_prompt(modality: Modality, text: str, **_) -> str:
 
 
 def _grounded_caption_prompt(modality: Modality, region: str, **_) -> str:
-    # The location tokens follow the prompt directly (the original encodes them without BPE, so no space token).
-    return P.GROUNDED_CAPTION_PROMPT + "".join(region.split())
+    # `region` is the one prompt field read as tokens (location tokens only); they follow the prompt directly (the
+    # original encodes them without BPE, so no space token).
+    region = P.token_string(region, "`region`")
+    return P.TokenText([(P.GROUNDED_CAPTION_PROMPT, False), ("".join(region.split()), True)])
 
 
 def _matching_prompt(modality: Modality, caption: str, **_) -> str:
@@ -338,7 +340,8 @@ def build_prompt(
         modality: for the tasks that follow the sample's modality (`caption`, `text_matching`, `qa_matching`):
             `"image"`, `"video"`, `"audio"` or a `Modality`. Defaults to image.
         **fields: the task's text fields (`question`, `caption`, `text`, `hypothesis`, `premise`, `answer`,
-            `region`). `visual_grounding` also takes its expression as `caption`.
+            `region`). `visual_grounding` also takes its expression as `caption`. They are plain text (see
+            `prompts.TokenText`), except `region`, which must be location tokens only (`"<bin_1> <bin_2> ..."`).
         box / image_size: for `grounded_caption`, a pixel `[x0, y0, x1, y1]` box of an image of `(height, width)`
             instead of `region`, with `processed_size` / `max_image_size` / `num_bins` / `clip` as `quantize_box`.
         normalize: apply `pre_question` (questions) / `pre_caption` (captions, referring expressions, hypotheses) as
@@ -408,17 +411,21 @@ def build_target(
 ) -> str:
     """Build the decoder target text of `task` as the original finetuning does, by the task's output kind:
 
-    * captions (captioning, grounded captioning) and `<code_i>` sequences: `" {caption}"`, captions cleaned with
-      `clean_caption_target` when `clean`;
+    * captions (captioning, grounded captioning): `" {caption}"`, cleaned with `clean_caption_target` when `clean`
+      (plain text: a `<bin_5>` written in a caption is encoded as text);
+    * `<code_i>` sequences (text-to-image): `caption`, which must hold only code tokens (a `prompts.TokenText`);
     * answers (VQA, video QA): `" {answer}"`;
-    * boxes (visual grounding): the 4 location tokens of `box` (pixel coordinates in an image of `image_size`);
+    * boxes (visual grounding): the 4 location tokens of `box` (pixel coordinates in an image of `image_size`), a
+      `prompts.TokenText`;
     * labels (matching, entailment): `" yes"` / `" no"` / `" maybe"` from `label` (see `label_answer`).
     """
     spec = resolve_task(task)
     task = task if isinstance(task, str) else spec.name
-    if spec.output in ("caption", "codes"):
+    if spec.output == "codes":
+        return P.token_string(_require(task, caption, "caption"), f"the target of task {task!r}", kind="code")
+    if spec.output == "caption":
         value = _require(task, caption, "caption")
-        if clean and spec.output == "caption":
+        if clean:
             value = P.clean_caption_target(value, max_words)
         return P.format_target(value)
     if spec.output == "answer":

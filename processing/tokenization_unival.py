@@ -111,7 +111,13 @@ class UnivalTokenizer(TokenizersBackend):
     location string `"<bin_a> <bin_b> <bin_c> <bin_d>"` without BPE (4 tokens); so `decode(encode(x)) == x` holds for
     texts whose location tokens are written back to back (`" a dog <bin_1><bin_20> ..."`), and a spaced location
     string decodes without its inner spaces. The special tokens (`<s>`, `</s>`, `<pad>`, `<unk>`, `<mask>`) written
-    in a text are matched as special tokens (the original would have BPE-encoded them character by character).
+    in a text are matched as special tokens too: calling the tokenizer is the raw-token path, for strings of tokens.
+
+    `encode_text` is the plain-text path: it encodes a text with no added-token matching at all, so a `<bin_5>`,
+    `<code_3>` or `</s>` in it are the characters they are, BPE-encoded as the original's BPE did (calling the
+    tokenizer with `split_special_tokens=True` only splits the special tokens, not the location and code tokens).
+    `UnivalProcessor` encodes all user text (prompts, questions, captions, targets) this way; location tokens come
+    only from what it builds from boxes (see `processing.prompts.TokenText`).
 
     The vocabulary is built at load time from the packaged `encoder.json`, `vocab.bpe` and `dict.txt`; a saved
     tokenizer (`save_pretrained`) is a regular `tokenizer.json` and reloads with `AutoTokenizer.from_pretrained`.
@@ -198,6 +204,17 @@ class UnivalTokenizer(TokenizersBackend):
         if not 0 <= int(index) < NUM_BINS:
             raise ValueError(f"bin index must lie in [0, {NUM_BINS - 1}], got {index}")
         return self.bin_token_offset + int(index)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Ids of `text` as plain text (no `<s>` / `</s>` added): byte-level BPE only, without matching the added
+        tokens, so that control and location tokens written in user text stay text; `decode` gives `text` back."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, got {type(text).__name__}")
+        backend = self._tokenizer
+        # The pre-tokenizer and the BPE model are what the full pipeline runs between the added-token split and the
+        # post-processor; the normaliser only joins location tokens, which plain text has none of.
+        pieces = backend.pre_tokenizer.pre_tokenize_str(text)
+        return [token.id for piece, _ in pieces for token in backend.model.tokenize(piece)]
 
     def code_token_id(self, index: int) -> int:
         """Id of `<code_{index}>`."""

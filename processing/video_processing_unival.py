@@ -23,10 +23,12 @@ from .media_io import (
     is_array_like,
     is_bytes,
     is_path,
+    pixels_to_uint8,
     resolve_call_options,
     to_numpy,
     wrong_modality_hint,
 )
+from .image_processing_unival import load_image
 
 
 FRAME_SAMPLING_MODES = ("middle", "random")
@@ -193,7 +195,7 @@ def _frames_to_array(video) -> np.ndarray:
         frames = []
         for frame in video:
             if isinstance(frame, Image.Image):
-                frames.append(np.asarray(frame.convert("RGB")))
+                frames.append(np.asarray(load_image(frame).convert("RGB")))  # high-bit-depth frames scaled
             elif is_array_like(frame):
                 frames.append(_frame_hwc(to_numpy(frame)))
             else:
@@ -225,12 +227,8 @@ def _frame_hwc(frame: np.ndarray) -> np.ndarray:
         raise ValueError(f"a video frame needs 1, 3 or 4 channels, got shape {frame.shape}")
     if frame.size == 0:
         raise ValueError("a video frame is empty")
-    if np.issubdtype(frame.dtype, np.floating):
-        if not np.all(np.isfinite(frame)):
-            raise ValueError("a video frame contains NaN or infinite values")
-        frame = np.clip(np.round(frame * 255.0), 0, 255).astype(np.uint8)
-    elif frame.dtype != np.uint8:
-        frame = np.clip(frame, 0, 255).astype(np.uint8)
+    # The images' conversion (16-bit frames scaled, not clipped; NaN refused), so a frame reads as the same image.
+    frame = pixels_to_uint8(frame, "a video frame")
     if frame.shape[-1] == 1:
         frame = np.repeat(frame, 3, axis=-1)
     elif frame.shape[-1] == 4:
@@ -270,7 +268,8 @@ class UnivalVideoProcessor(VideoProcessorMixin, PilBackend):
     Video processor of UnIVAL (PIL / NumPy only: no torchvision needed).
 
     1. **Decoding** (files: mp4, webm, avi, mkv, ... through PyAV; or frames: a (T, H, W, C) uint8 array / tensor,
-       a (T, C, H, W) one, or a list of PIL images / arrays).
+       a (T, C, H, W) one, or a list of PIL images / arrays). Frame pixels are read as images' are
+       (`media_io.pixels_to_uint8`): uint16 scaled from 16 bits, floats as [0, 1] intensities, NaN refused.
     2. **Frame sampling** (`num_frames`, default 16; the original used 8 for video QA): one frame per equal segment,
        the middle one by default (`do_sample_frames=True` or `"middle"`), a random one for training
        (`do_sample_frames="random"`, with `seed=` or `generator=` for reproducibility); see `sample_frame_indices`.
