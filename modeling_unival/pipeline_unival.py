@@ -294,6 +294,9 @@ class UnivalPipeline(Pipeline):
         spec, samples = batch["spec"], batch["samples"]
         modality = samples[0]["modality"]
         call = dict(processor_kwargs)
+        # a long prompt is truncated to what the model can embed (the processor's default is the released 1024)
+        call.setdefault("max_source_length", min(self.processor.max_source_length,
+                                                 self.model.config.max_source_positions))
         if modality is not None:
             media = [sample["media"] for sample in samples]
             if modality == "image":

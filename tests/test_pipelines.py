@@ -365,3 +365,54 @@ def test_stock_pipeline_through_remote_code_without_the_package(checkpoint, medi
         assert len(report[key]) == 1 and isinstance(report[key][0]["generated_text"], str), report[key]
     assert len(report["caption_list"]) == 2 and all("generated_text" in out for out in report["caption_list"])
     assert report["length"] == NEW_TOKENS + 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Hostile input through the pipelines (issue 22): each error names the argument or the file
+# ---------------------------------------------------------------------------------------------------------------------
+def test_a_path_given_as_the_prompt_is_refused_not_captioned(stock, unival, media):
+    """`pipe(path)` without `text=`: the stock pipeline hands the path over as the prompt; a caption of its characters
+    would be a silent wrong result."""
+    for call in (lambda: stock(media["image"]), lambda: unival(text=media["image"])):
+        with pytest.raises(ValueError, match=r"is the image .*pass it as `images=`.*text=\"\""):
+            call()
+    with pytest.raises(ValueError, match="is the video .*`videos=`"):
+        unival(text=media["video"])
+    with pytest.raises(ValueError, match="is the audio .*`audio=`"):
+        unival(text=media["audio"])
+
+
+def test_corrupt_empty_and_missing_media_are_named(unival, media, tmp_path):
+    bad_png, empty_wav, bad_mp4 = tmp_path / "bad.png", tmp_path / "empty.wav", tmp_path / "bad.mp4"
+    bad_png.write_bytes(b"not a png at all")
+    empty_wav.write_bytes(b"")
+    bad_mp4.write_bytes(b"\x00" * 100)
+    cases = [
+        (lambda: unival(str(bad_png)), ValueError, r"`images`: cannot read .*bad\.png"),
+        (lambda: unival(str(tmp_path / "missing.png")), FileNotFoundError, r"`images`: .*missing\.png"),
+        (lambda: unival(audio=str(empty_wav), task="audio_caption"), ValueError, r"`audio`: .*empty\.wav.* empty"),
+        (lambda: unival(videos=str(bad_mp4), task="video_caption"), ValueError, r"`videos`: cannot read .*bad\.mp4"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+
+
+def test_hostile_generation_settings_and_prompts(unival, checkpoint, media):
+    with pytest.raises(ValueError, match="`num_beams` must be a positive integer"):
+        unival(media["image"], generate_kwargs={"num_beams": 0})
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        unival(media["image"], generate_kwargs={"max_new_tokens": 0})
+    # a 5,000-word prompt is truncated to what the checkpoint embeds (the tiny model: 128 positions), with a warning
+    limit = UnivalForConditionalGeneration.from_pretrained(checkpoint).config.max_source_positions
+    assert limit < 1024
+    (record,) = unival(media["image"], prompt=" word" * 5000, return_tensors=True)
+    assert record["generated_token_ids"].shape[-1] >= 1
+    # a box outside the image is refused, or clipped to the image when asked
+    outside = [[-50, -50, 10 * IMAGE_SIZE[0], 900]]
+    with pytest.raises(ValueError, match=r"sample 0: box .* lies outside the image .*clip=True"):
+        unival(media["image"], task="grounded_caption", box=outside)
+    (inside,) = unival(media["image"], task="grounded_caption", box=[[0, 0, IMAGE_SIZE[0], IMAGE_SIZE[1]]],
+                       return_tensors=True)
+    (clipped,) = unival(media["image"], task="grounded_caption", box=outside, clip=True, return_tensors=True)
+    assert token_ids([inside]) == token_ids([clipped])
