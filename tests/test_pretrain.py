@@ -199,6 +199,65 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, world):
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
 
 
+# Run in a subprocess: training/pretrain.py with `torch.save` replaced, at the step-6 checkpoint, by one that writes
+# half of optimizer.pt and then kills its own process with SIGKILL (what `kill -9` or the OOM killer does mid-save).
+_KILLED_WHILE_SAVING = """
+import os, signal, sys
+import torch
+from transformers import Trainer
+from training.pretrain import run
+
+save = torch.save
+def dying_save(obj, f, *args, **kwargs):
+    if str(f).endswith(os.path.join("checkpoint-6", "optimizer.pt")):
+        save(obj, f, *args, **kwargs)
+        with open(f, "r+b") as handle:
+            handle.truncate(os.path.getsize(f) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return save(obj, f, *args, **kwargs)
+torch.save = dying_save
+run(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(tmp_path, world):
+    """A real process killed (SIGKILL) while writing its step-6 checkpoint: the half-written folder has no completion
+    marker, `--resume_from_checkpoint true` skips it with a warning and resumes from checkpoint-3, and the final
+    weights equal those of an uninterrupted run, bit for bit."""
+    recipe = write_recipe(tmp_path, world, [stage("images", TASKS_IMAGE, steps=9, save_steps=3)])
+    arguments = ["--recipe", str(recipe), "--report_to", "none"]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")  # the same threads in every run
+
+    def pretrain(*extra, script=(str(REPO_ROOT / "training" / "pretrain.py"),)):
+        return subprocess.run([sys.executable, *script, *arguments, *extra], env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert pretrain("--output_dir", str(straight)).returncode == 0
+    result = pretrain("--output_dir", str(killed), script=("-c", _KILLED_WHILE_SAVING))
+    assert result.returncode == -9, result.stderr[-4000:]  # killed, not exited
+    checkpoints = killed / "images"
+    assert (checkpoints / "checkpoint-3" / "checkpoint_complete.json").is_file()
+    assert (checkpoints / "checkpoint-6" / "model.safetensors").is_file()  # written before it was killed
+    assert not (checkpoints / "checkpoint-6" / "checkpoint_complete.json").exists()
+    assert not (checkpoints / "final").exists()
+
+    resumed = pretrain("--output_dir", str(killed), "--resume_from_checkpoint", "true")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "skipping the incomplete checkpoint" in resumed.stderr and "checkpoint-6" in resumed.stderr
+    summary = json.loads((checkpoints / "final" / "stage_summary.json").read_text())
+    assert summary["global_step"] == 9
+    # the re-written checkpoint-6 is complete now, and its marker lists the files as they are
+    marker = json.loads((checkpoints / "checkpoint-6" / "checkpoint_complete.json").read_text())
+    assert marker["global_step"] == 6
+    assert marker["files"]["optimizer.pt"] == (checkpoints / "checkpoint-6" / "optimizer.pt").stat().st_size
+    a, b = final_weights(straight, "images"), final_weights(killed, "images")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+
+
 @pytest.mark.slow
 def test_two_process_ddp_run_matches_one_process_with_the_same_global_batch(tmp_path, world):
     """2 CPU processes (gloo) x 2 examples against 1 process x 4 examples, same seed: the sampler's global stream puts

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,10 +33,13 @@ from transformers import GenerationConfig, Trainer, TrainingArguments
 from modeling_unival import UnivalConfig, UnivalForConditionalGeneration
 from processing import UnivalProcessor
 from processing.tasks import generation_config
-from training.recipe import Recipe, StageSpec
+from training.recipe import PROCESSOR_SETTINGS, PROCESSOR_SIZES, Recipe, StageSpec, check_keys
 from training.sampling import TaskBalancedSampler, mixture_weights
 from training.sources import build_stage_dataset, load_source
-from training.trainer import TaskCountingCollator, TaskMixtureCallback, UnivalTrainer
+from training.trainer import CHECKPOINT_COMPLETE_FILE, TaskCountingCollator, TaskMixtureCallback, UnivalTrainer
+
+
+logger = logging.getLogger(__name__)
 
 
 # TrainingArguments every UnIVAL run needs, whatever the recipe says.
@@ -59,15 +64,6 @@ DEFAULT_TRAINING_ARGS = {
     # Ranks whose batches hold different modalities run different towers: DDP must look for unused parameters.
     "ddp_find_unused_parameters": True,
 }
-#: The size settings of recipes and finetunes: (sub-processor, attribute) each sets; square sizes are
-#: stored as `{"height": n, "width": n}`, as the sub-processors keep them.
-PROCESSOR_SIZES = {
-    "image_size": ("image_processor", "size"),
-    "num_frames": ("video_processor", "num_frames"),
-    "video_crop_size": ("video_processor", "crop_size"),
-    "audio_max_length": ("feature_extractor", "max_length"),
-}
-PROCESSOR_SETTINGS = (*PROCESSOR_SIZES, "prompt_types")
 _GENERATION_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
 
@@ -89,9 +85,7 @@ def set_processor_sizes(processor: UnivalProcessor, sizes: dict) -> UnivalProces
 def make_processor(settings: dict) -> UnivalProcessor:
     """A processor with a recipe's settings: the sizes of `PROCESSOR_SIZES` and `prompt_types` (decoder layouts
     that differ from the tasks' defaults; saved with the model, so that evaluation and pipelines use them too)."""
-    unknown = set(settings) - set(PROCESSOR_SETTINGS)
-    if unknown:
-        raise ValueError(f"unknown processor setting(s) {sorted(unknown)}")
+    check_keys("processor", settings, PROCESSOR_SETTINGS, kind="processor setting")
     processor = UnivalProcessor(prompt_types=settings.get("prompt_types"))
     return set_processor_sizes(processor, {name: value for name, value in settings.items() if name in PROCESSOR_SIZES})
 
@@ -135,9 +129,7 @@ def stage_training_arguments(command_line: dict, stage: StageSpec, output_dir: P
     init_fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     # Progress bars only on a terminal: in a log file they are lines of escape codes; Trainer then logs plain lines.
     recipe_values = {**DEFAULT_TRAINING_ARGS, "disable_tqdm": not sys.stderr.isatty(), **stage.training}
-    unknown = (set(recipe_values) | set(command_line)) - init_fields
-    if unknown:
-        raise ValueError(f"stage {stage.name!r}: unknown TrainingArguments field(s) {sorted(unknown)}")
+    check_keys(f"stage {stage.name!r}", {**recipe_values, **command_line}, init_fields, kind="TrainingArguments field")
     values = {**recipe_values, **command_line, **REQUIRED_TRAINING_ARGS, "output_dir": str(output_dir)}
     if uses_cpu(command_line):
         values["use_cpu"] = True
@@ -163,12 +155,97 @@ def save_final(trainer: Trainer, processor, directory: Path, generation: Generat
         (directory / summary_name).write_text(json.dumps(summary, indent=2, default=str))
 
 
+# A checkpoint's weights, in any of the layouts `save_model` writes (sharded: the index is written after the shards).
+CHECKPOINT_WEIGHTS = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+    "adapter_model.safetensors", "adapter_model.bin",
+)
+_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_problem(
+    directory: Path, required: tuple[str, ...] = (), require_marker: bool = True
+) -> str | None:
+    """Why the `Trainer` checkpoint `directory` is incomplete (a run killed while writing it), or `None` when it is
+    complete.
+
+    The checkpoints of this package's trainers end with `CHECKPOINT_COMPLETE_FILE` (`training.trainer
+    .CheckpointCompletion`), written after every other file and listing their sizes: it is the test. Without it, a
+    checkpoint is incomplete when `require_marker`; otherwise (one written by a plain `Trainer`, or given by path)
+    the best a folder can show is checked: a readable `trainer_state.json`, the weights and the `required` files
+    (e.g. the EMA's).
+    """
+    marker = directory / CHECKPOINT_COMPLETE_FILE
+    if marker.is_file():
+        try:
+            files = json.loads(marker.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"{CHECKPOINT_COMPLETE_FILE} is unreadable"
+        for name, size in files.items():
+            path = directory / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != size:
+                return f"{name} has {path.stat().st_size} bytes, {size} when the checkpoint was written"
+        return None
+    if require_marker:
+        return f"no {CHECKPOINT_COMPLETE_FILE}, the file written last"
+    state = directory / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json"
+    try:
+        json.loads(state.read_text())
+    except (OSError, ValueError):
+        return "trainer_state.json is truncated or unreadable"
+    if not any((directory / name).is_file() for name in CHECKPOINT_WEIGHTS):
+        return f"no model weights (none of {', '.join(CHECKPOINT_WEIGHTS)})"
+    missing = [name for name in required if not (directory / name).is_file()]
+    return f"no {', '.join(missing)}" if missing else None
+
+
+def last_complete_checkpoint(output_dir: Path, required: tuple[str, ...] = ()) -> Path | None:
+    """The newest (highest step) complete `checkpoint-N` of `output_dir` (`checkpoint_problem`), `None` if there is
+    none. Newer incomplete ones are skipped with a warning naming what they lack: resuming from one would fail. The
+    completion marker is required when any checkpoint of the folder has one (a run of this package's trainers)."""
+    if not output_dir.is_dir():
+        return None
+    candidates = sorted(
+        (int(match.group(1)), path)
+        for path in output_dir.iterdir()
+        if path.is_dir() and (match := _CHECKPOINT_DIR.match(path.name))
+    )
+    require_marker = any((path / CHECKPOINT_COMPLETE_FILE).is_file() for _, path in candidates)
+    for _, path in reversed(candidates):
+        problem = checkpoint_problem(path, required, require_marker)
+        if problem is None:
+            return path
+        logger.warning("skipping the incomplete checkpoint %s (%s): the run was stopped while writing it", path, problem)
+    return None
+
+
+def _required_checkpoint_files(trainer: Trainer) -> tuple[str, ...]:
+    """The files every checkpoint of this `trainer` holds besides the weights and trainer_state.json."""
+    from training.ema import EMA_FILE, WeightEMA
+
+    required = () if trainer.args.save_only_model else ("optimizer.pt", "scheduler.pt")
+    if any(isinstance(callback, WeightEMA) for callback in trainer.callback_handler.callbacks):
+        required += (EMA_FILE,)
+    return required
+
+
 def train_and_summarise(trainer: Trainer, output_dir: Path, resume_from_checkpoint) -> dict:
-    """`trainer.train()`, resuming from the last checkpoint in `output_dir` when `resume_from_checkpoint` is
-    "true"/"last" (and there is one) or from the given path; returns the run's loss figures and duration."""
+    """`trainer.train()`, resuming from the last complete checkpoint in `output_dir` when `resume_from_checkpoint`
+    is "true"/"last" (and there is one; incomplete ones, from a run killed while saving, are skipped) or from the
+    given path; returns the run's loss figures and duration."""
     resume = resume_from_checkpoint
+    required = _required_checkpoint_files(trainer)
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        resume = any(output_dir.glob("checkpoint-*")) or None
+        resume = last_complete_checkpoint(output_dir, required)
+        resume = str(resume) if resume is not None else None
+    elif isinstance(resume, (str, Path)) and Path(resume).is_dir():
+        problem = checkpoint_problem(Path(resume), required, require_marker=False)
+        if problem is not None:
+            raise ValueError(f"--resume_from_checkpoint {resume}: incomplete checkpoint ({problem})")
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     return {

@@ -5,13 +5,19 @@
 - [`FinetuneTrainer`]: also trains with the original's encouraging loss where the task asks for it, and adds the
   task's generation metrics to every evaluation (finetuning, `training.finetuning`).
 - [`TaskCountingCollator`] + [`TaskMixtureCallback`]: the task proportions of the batches actually built, in the logs.
+- [`CheckpointCompletion`]: the marker that tells a complete checkpoint from one a killed run left half written.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
+from pathlib import Path
 
+import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from modeling_unival.modeling_unival import supervised_positions
 from training.sampling import TaskBalancedSampler
@@ -42,12 +48,60 @@ class TaskMixtureCallback(TrainerCallback):
                 logs[f"task_fraction/{task}"] = round(count / total, 4)
 
 
+#: Written into a checkpoint folder after every other file of it: its presence is what makes a checkpoint complete.
+CHECKPOINT_COMPLETE_FILE = "checkpoint_complete.json"
+
+
+class CheckpointCompletion(TrainerCallback):
+    """Writes `CHECKPOINT_COMPLETE_FILE` into a checkpoint once all of it is written: `Trainer`'s files (weights,
+    optimizer, scheduler, RNG states, `trainer_state.json`) and every other callback's `on_save` files (the EMA's),
+    since [`UnivalTrainer`] keeps this callback last. A run killed while saving leaves a folder without the marker,
+    which resuming skips (`training.stages.last_complete_checkpoint`); a `trainer_state.json` alone cannot tell, as
+    `Trainer` writes it before the callbacks' files. The marker lists each file's size (a file truncated later is
+    caught too) and is itself written under a temporary name, then renamed (atomic on POSIX)."""
+
+    def __init__(self):
+        self.pending: Path | None = None  # the folder `UnivalTrainer._save_checkpoint` has just written
+
+    def on_save(self, args, state, control, **kwargs):
+        folder, self.pending = self.pending, None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank's files (RNG states) are written before the marker
+        if folder is None or not state.is_world_process_zero or not folder.is_dir():
+            return
+        files = {path.name: path.stat().st_size for path in sorted(folder.iterdir()) if path.is_file()}
+        marker = {"global_step": state.global_step, "files": files}
+        temporary = folder / f".{CHECKPOINT_COMPLETE_FILE}.tmp"
+        temporary.write_text(json.dumps(marker, indent=1))
+        os.replace(temporary, folder / CHECKPOINT_COMPLETE_FILE)
+
+
 class UnivalTrainer(Trainer):
-    """`Trainer` whose training batches are drawn by a [`TaskBalancedSampler`]."""
+    """`Trainer` whose training batches are drawn by a [`TaskBalancedSampler`], and whose checkpoints carry a
+    completion marker ([`CheckpointCompletion`])."""
 
     def __init__(self, *args, task_sampler: TaskBalancedSampler | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.task_sampler = task_sampler
+        self._completion = CheckpointCompletion()
+        self.add_callback(self._completion)
+
+    def add_callback(self, callback):
+        super().add_callback(callback)
+        completion = getattr(self, "_completion", None)
+        callbacks = self.callback_handler.callbacks
+        if completion is not None and completion in callbacks and callbacks[-1] is not completion:
+            callbacks.remove(completion)  # the marker is written after every other callback's files
+            callbacks.append(completion)
+
+    def _save_checkpoint(self, model, trial):
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        # Re-saving over an older checkpoint of the same step (a resumed run): its marker goes first, so that an
+        # interrupted re-save is not taken for complete.
+        if self.args.should_save:
+            (folder / CHECKPOINT_COMPLETE_FILE).unlink(missing_ok=True)
+        super()._save_checkpoint(model, trial)
+        self._completion.pending = folder
 
     def _get_train_sampler(self, train_dataset=None):
         if self.task_sampler is not None:
@@ -135,4 +189,9 @@ class FinetuneTrainer(UnivalTrainer):
         return metrics
 
 
-__all__ = ["FinetuneTrainer", "TaskCountingCollator", "TaskMixtureCallback", "UnivalTrainer"]
+__all__ = [
+    "CHECKPOINT_COMPLETE_FILE",
+    "CheckpointCompletion",
+    "FinetuneTrainer", "TaskCountingCollator", "TaskMixtureCallback",
+    "UnivalTrainer",
+]
