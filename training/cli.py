@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -82,4 +84,30 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-__all__ = ["ProcessArguments", "configure_logging", "configure_process", "parse_command_line"]
+def require_model_dir(path: str | Path) -> Path:
+    """`path` as a `Path` when it is a directory. A missing one is refused here by name: `from_pretrained` would take
+    it for a hub repository id and fail with a message about the form of repo ids."""
+    given, path = path, Path(path)  # named as given: `Path` drops a leading `./`
+    if not path.exists():
+        raise FileNotFoundError(f"model directory {given} does not exist")
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{given} is not a directory (a model saved with `save_pretrained`, or a PEFT adapter directory)"
+        )
+    return path
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether `name` is meant as a local path rather than a hub repository id (`owner/name`): it starts with `.` or
+    `~`, is absolute, or has more separators than a repo id."""
+    return name.startswith((".", "~", os.sep)) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+__all__ = [
+    "ProcessArguments",
+    "configure_logging",
+    "configure_process",
+    "looks_like_path",
+    "parse_command_line",
+    "require_model_dir",
+]

@@ -311,14 +311,40 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The paths of a command line, before anything is loaded: a missing model folder would otherwise be taken for
+    a hub repository id by `from_pretrained`, and an unwritable `--output` found only after the whole evaluation."""
+    from training.cli import require_model_dir
+
+    try:
+        model_dir = require_model_dir(args.model)
+    except FileNotFoundError as error:
+        parser.error(f"--model: {error}")
+    if not (model_dir / "config.json").is_file():
+        parser.error(f"--model: {args.model} has no config.json: not a folder written by `save_pretrained`")
+    if not (Path(args.world) / "world.json").is_file():
+        parser.error(f"--world: {args.world} is not a synthetic world (no world.json; write one with "
+                     "`python -m training.data.synthetic`)")
+    for flag, path in (("--output", args.output), ("--predictions", args.predictions)):
+        if path is not None and (path.is_dir() or not path.parent.is_dir()):
+            parser.error(f"{flag}: {path} " + ("is a directory" if path.is_dir() else "is in no existing directory"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a saved UnIVAL directory (model + processor)")
     parser.add_argument("--world", required=True, help="a synthetic world directory (training.data.synthetic)")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--max-per-task", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-beams", type=int, default=None, help="override the tasks' beam sizes")
+    parser.add_argument("--max-per-task", type=_positive_int, default=None)
+    parser.add_argument("--batch-size", type=_positive_int, default=16)
+    parser.add_argument("--num-beams", type=_positive_int, default=None, help="override the tasks' beam sizes")
     parser.add_argument("--shuffled-media", action="store_true",
                         help="also score the model with every example's media taken from another scene")
     parser.add_argument("--output", type=Path, default=None, help="write the results as JSON")
@@ -330,8 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="the model's dtype (bfloat16: the audio front end stays float32)")
     args = parser.parse_args(argv)
+    if args.num_workers < 0:
+        parser.error(f"--num-workers must be >= 0, got {args.num_workers}")
     if args.predictions is None and args.output is not None:
         args.predictions = args.output.with_suffix(".predictions.jsonl")
+    _check_arguments(parser, args)
 
     import modeling_unival  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModelForSeq2SeqLM, AutoProcessor
@@ -342,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModelForSeq2SeqLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype))
     processor = AutoProcessor.from_pretrained(args.model)
     world = load_world(args.world)
+    for split, why in ((args.split, "--split"), ("train", "the prior baseline's answers")):
+        if split not in world:
+            parser.error(f"{why}: the world {args.world} has no split {split!r}; its splits: {sorted(world)}")
     examples = list(world[args.split])
     if args.max_per_task:
         counts, kept = Counter(), []

@@ -38,11 +38,13 @@ from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
+from transformers.utils import logging
 
 from modeling_unival import UnivalForConditionalGeneration
 from processing import UnivalProcessor
 from processing.ids import MODALITY_NAMES
 from processing.tasks import resolve_task
+from training.cli import looks_like_path
 from training.ema import WeightEMA
 from training.recipe import DatasetSelection, StageSpec
 from training.sources import build_stage_dataset, load_source
@@ -52,6 +54,8 @@ from training.stages import (
 )
 from training.trainer import FinetuneTrainer, TaskCountingCollator, TaskMixtureCallback
 
+
+logger = logging.get_logger(__name__)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Defaults (reference section 7.3: `run_scripts/*/unival_*.sh`)
@@ -180,6 +184,9 @@ class FinetuneArguments:
         self.task = task
         if not self.model:
             raise ValueError("--model (a saved UnIVAL directory) is required")
+        if self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"LoRA settings out of range: --lora_r {self.lora_r} (>= 1), --lora_alpha "
+                             f"{self.lora_alpha} (> 0), --lora_dropout {self.lora_dropout} (in [0, 1))")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -214,8 +221,32 @@ def source_spec(args: FinetuneArguments) -> dict:
             files[args.eval_split] = args.eval_tsv.split(",")
         return {"type": "tsv", "kind": args.tsv_kind or tsv_kind(args.task), "files": files,
                 "media_root": args.media_root}
-    return {"type": "hf", "path": args.hf_dataset, "task": args.task, "split": args.train_split,
-            "columns": json.loads(args.columns) if args.columns else {}}
+    try:
+        columns = json.loads(args.columns) if args.columns else {}
+    except ValueError as error:
+        raise ValueError(f"--columns must be a JSON object {{schema field: column}}, got {args.columns!r}: {error}") from None
+    if not isinstance(columns, dict):
+        raise ValueError(f"--columns must be a JSON object {{schema field: column}}, got {args.columns!r}")
+    return {"type": "hf", "path": args.hf_dataset, "task": args.task, "split": args.train_split, "columns": columns}
+
+
+def check_data_files(args: FinetuneArguments) -> None:
+    """The TSV files of the command line exist (named by their flag, before anything is loaded)."""
+    for flag, paths in (("--train_tsv", args.train_tsv), ("--eval_tsv", args.eval_tsv)):
+        for path in paths.split(",") if paths else []:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{flag}: {path} is not a file")
+
+
+def check_splits(args: FinetuneArguments, source) -> None:
+    """The training split must exist; an evaluation split given explicitly too (only the default `validation`
+    may be absent: the finetune then runs without evaluation, as a TSV source without --eval_tsv does)."""
+    default_eval = FinetuneArguments.__dataclass_fields__["eval_split"].default
+    for flag, split in (("--train_split", args.train_split), ("--eval_split", args.eval_split)):
+        if split not in source and (flag == "--train_split" or split != default_eval):
+            raise ValueError(f"{flag}: the data has no split {split!r}; its splits: {sorted(source)}")
+    if args.eval_split not in source:
+        logger.info("the data has no %r split: finetuning without evaluation", args.eval_split)
 
 
 def task_stage(args: FinetuneArguments, has_eval: bool) -> StageSpec:
@@ -459,11 +490,19 @@ def finetune(args: FinetuneArguments, command_line: dict) -> tuple[FinetuneTrain
     command_line = {"output_dir": "outputs/finetune", **command_line}
     output_dir = Path(command_line["output_dir"])
     distributed_state(command_line)
+    if not Path(args.model).exists() and looks_like_path(args.model):
+        # `from_pretrained` would take it for a hub repository id and complain about the form of repo ids.
+        raise FileNotFoundError(f"--model: model directory {args.model} does not exist")
+    if Path(args.model).is_dir() and not (Path(args.model) / "config.json").is_file():
+        raise FileNotFoundError(f"--model: {args.model} has no config.json: not a folder written by `save_pretrained`")
+    check_data_files(args)
     source = load_source("data", source_spec(args))
+    check_splits(args, source)
     training_args, label_smoothing = task_training_arguments(args, command_line, args.eval_split in source)
     train_dataset, eval_dataset = task_datasets(args, source)
-    processor = set_processor_sizes(UnivalProcessor.from_pretrained(args.model), processor_sizes(args))
+    # The model first: a name that is neither a folder nor a reachable checkpoint gets its explanation (presets).
     model, freeze_embeddings = prepare_model(args, label_smoothing)
+    processor = set_processor_sizes(UnivalProcessor.from_pretrained(args.model), processor_sizes(args))
     parameters = count_parameters(model)
     trainer = build_trainer(args, model, processor, training_args, train_dataset, eval_dataset)
     if trainer.accelerator.is_main_process:

@@ -29,8 +29,10 @@ on the command line, `training/pretrain.py --set ...`).
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,25 @@ from processing.tasks import resolve_task
 
 
 SOURCE_TYPES = ("synthetic", "tsv", "hf")
+# The keys of each source type besides `type` (the synthetic world's are `WorldConfig`'s fields, see `source_keys`),
+# and the ones it cannot do without. `seed` is the seed of `derive_tasks`.
+SOURCE_KEYS = {
+    "tsv": {"kind", "files", "media_root", "on_error", "derive_tasks", "seed"},
+    "hf": {"path", "task", "columns", "split", "derive_tasks", "seed"},
+}
+REQUIRED_SOURCE_KEYS = {"synthetic": ("path",), "tsv": ("kind", "files"), "hf": ("path", "task")}
+RECIPE_KEYS = ("name", "seed", "model", "processor", "sources", "stages")
+# `model:` builds the first stage's model from a preset (with config overrides), or loads it with `init_from`.
+MODEL_KEYS = ("preset", "overrides", "init_from")
+#: The size settings of recipes and finetunes: (sub-processor, attribute) each sets; square sizes are
+#: stored as `{"height": n, "width": n}`, as the sub-processors keep them.
+PROCESSOR_SIZES = {
+    "image_size": ("image_processor", "size"),
+    "num_frames": ("video_processor", "num_frames"),
+    "video_crop_size": ("video_processor", "crop_size"),
+    "audio_max_length": ("feature_extractor", "max_length"),
+}
+PROCESSOR_SETTINGS = (*PROCESSOR_SIZES, "prompt_types")
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 # Config fields a stage may change: both are read at every forward pass, so they take effect on a built model.
 STAGE_MODEL_FIELDS = ("sample_patch_num", "label_smoothing")
@@ -91,21 +112,85 @@ class Recipe:
         raise ValueError(f"recipe {self.name!r} has no stage {name!r}; stages: {[s.name for s in self.stages]}")
 
 
-def _require_keys(where: str, mapping: dict, allowed: set[str]) -> None:
-    unknown = set(mapping) - allowed
+def check_keys(
+    where: str, mapping: Any, allowed: Iterable[str], required: Iterable[str] = (), kind: str = "key"
+) -> None:
+    """Refuses a `mapping` with keys outside `allowed` (each named with its closest allowed key) or without one of
+    `required`: every section of a recipe is checked, because a misspelled key is otherwise silently ignored
+    (`init_form:` trains a fresh default model) or fails far from the recipe with a bare `KeyError`."""
+    if not isinstance(mapping, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {mapping!r}")
+    allowed = sorted(set(allowed))
+    unknown = sorted(str(key) for key in mapping if key not in allowed)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        closest = {key: close[0] for key in unknown if (close := difflib.get_close_matches(key, allowed, n=1))}
+        if len(unknown) == 1 and closest:
+            hint = f" (did you mean {closest[unknown[0]]!r}?)"
+        else:
+            hint = f" (did you mean {', '.join(f'{v!r} for {k!r}' for k, v in closest.items())}?)" if closest else ""
+        # A long list (TrainingArguments has ~150 fields) would bury the suggestion.
+        listed = f"; allowed: {allowed}" if len(allowed) <= 30 else ""
+        raise ValueError(f"{where}: unknown {kind}(s) {unknown}{hint}{listed}")
+    missing = [key for key in required if key not in mapping]
+    if missing:
+        raise ValueError(f"{where}: missing {kind}(s) {missing}")
+
+
+def source_keys(source_type: str) -> set[str]:
+    """The keys a source of `source_type` may have besides `type`."""
+    if source_type == "synthetic":
+        from training.data.synthetic import WorldConfig
+
+        return {"path"} | {f.name for f in dataclasses.fields(WorldConfig)}
+    return SOURCE_KEYS[source_type]
+
+
+def check_source(name: str, spec: Any, require: bool = False) -> None:
+    """Validates a source spec: its type and its keys (did-you-mean on a typo); with `require`, also the keys its
+    loader needs (a recipe may leave e.g. a synthetic world's `path` to `--set`)."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"source {name!r}: expected a mapping, got {spec!r}")
+    if spec.get("type") not in SOURCE_TYPES:
+        raise ValueError(f"source {name!r}: type must be one of {SOURCE_TYPES}, got {spec.get('type')!r}")
+    kind = "synthetic-world option" if spec["type"] == "synthetic" else "key"
+    check_keys(
+        f"source {name!r} (type {spec['type']})",
+        spec,
+        {"type"} | source_keys(spec["type"]),
+        REQUIRED_SOURCE_KEYS[spec["type"]] if require else (),
+        kind=kind,
+    )
+
+
+def _check_model(model: Any) -> None:
+    check_keys("model", model, MODEL_KEYS)
+    if model.get("init_from") and ({"preset", "overrides"} & set(model)):
+        raise ValueError("model: give `init_from` or `preset` / `overrides`, not both (a loaded model keeps its config)")
+    overrides = model.get("overrides") or {}
+    if overrides:
+        from modeling_unival import UnivalConfig
+
+        check_keys("model overrides", overrides, UnivalConfig().to_dict(), kind="config field")
+
+
+def _training_argument_fields() -> set[str]:
+    from transformers import TrainingArguments
+
+    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
 
 
 def parse_recipe(data: dict[str, Any]) -> Recipe:
     """Validates a recipe dict (see the module docstring) and builds a `Recipe`."""
     if not isinstance(data, dict):
         raise ValueError("a recipe must be a mapping")
-    _require_keys("recipe", data, {"name", "seed", "model", "processor", "sources", "stages"})
+    check_keys("recipe", data, RECIPE_KEYS)
+    _check_model(data.get("model") or {})
+    check_keys("processor", data.get("processor") or {}, PROCESSOR_SETTINGS, kind="processor setting")
     sources = data.get("sources") or {}
+    if not isinstance(sources, Mapping):
+        raise ValueError(f"sources: expected a mapping of named sources, got {sources!r}")
     for name, source in sources.items():
-        if source.get("type") not in SOURCE_TYPES:
-            raise ValueError(f"source {name!r}: type must be one of {SOURCE_TYPES}, got {source.get('type')!r}")
+        check_source(name, source)
     stages = [_parse_stage(raw, index, sources) for index, raw in enumerate(data.get("stages") or [])]
     if not stages:
         raise ValueError("a recipe needs at least one stage")
@@ -124,18 +209,20 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
 
 def _parse_stage(raw: dict[str, Any], index: int, sources: dict) -> StageSpec:
     where = f"stage {raw.get('name', index)!r}"
-    _require_keys(where, raw, {f.name for f in StageSpec.__dataclass_fields__.values()})
+    check_keys(where, raw, StageSpec.__dataclass_fields__)
     selections = []
     for selection in raw.get("datasets") or []:
-        _require_keys(f"{where} dataset", selection, set(DatasetSelection.__dataclass_fields__))
+        check_keys(f"{where} dataset", selection, DatasetSelection.__dataclass_fields__)
         if selection.get("source") not in sources:
             raise ValueError(f"{where}: unknown source {selection.get('source')!r}; sources: {sorted(sources)}")
         selections.append(DatasetSelection(**selection))
     if not selections:
         raise ValueError(f"{where}: no datasets")
-    _require_keys(f"{where} model", raw.get("model") or {}, set(STAGE_MODEL_FIELDS))
+    check_keys(f"{where} model", raw.get("model") or {}, STAGE_MODEL_FIELDS)
+    check_keys(f"{where} processor", raw.get("processor") or {}, PROCESSOR_SETTINGS, kind="processor setting")
+    check_keys(f"{where} training", raw.get("training") or {}, _training_argument_fields(), kind="TrainingArguments field")
     sampling = raw.get("sampling") or {}
-    _require_keys(f"{where} sampling", sampling, {"temperature", "weights"})
+    check_keys(f"{where} sampling", sampling, {"temperature", "weights"})
     if "temperature" in sampling and "weights" in sampling:
         raise ValueError(f"{where}: give sampling weights or a temperature, not both")
     values = {**raw, "name": _stage_name(raw, index), "datasets": selections}
@@ -162,8 +249,17 @@ def apply_overrides(data: dict[str, Any], assignments: Sequence[str]) -> dict[st
         node = data
         for depth, part in enumerate(parts[:-1]):
             node = _override_child(node, part, parts[:depth], assignment)
-        node[parts[-1]] = yaml.safe_load(text)
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {assignment!r}: {'.'.join(parts[:-1])} is a list, not a mapping")
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"--set {assignment!r}: the value is not valid YAML ({_one_line(error)})") from None
     return data
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _override_child(node, part: str, above: list[str], assignment: str):
@@ -174,6 +270,8 @@ def _override_child(node, part: str, above: list[str], assignment: str):
         if part not in named:
             raise ValueError(f"--set {assignment!r}: the recipe has no stage {part!r}; stages: {list(named)}")
         return named[part]
+    if not isinstance(node, dict):
+        raise ValueError(f"--set {assignment!r}: {'.'.join(above)} is a list, not a mapping")
     if above == ["sources"] and part not in node:
         raise ValueError(f"--set {assignment!r}: the recipe has no source {part!r}; sources: {sorted(node)}")
     child = node.setdefault(part, {})
@@ -198,8 +296,23 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     if not path.exists():
         raise FileNotFoundError(f"no recipe at {path}; shipped recipes: {sorted(p.stem for p in RECIPES_DIR.glob('*.yaml'))}")
     text = path.read_text()
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ValueError(f"recipe {path}: not valid {kind} ({_one_line(error)})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe {path}: a recipe must be a mapping of sections, got {type(data).__name__}")
     return parse_recipe(apply_overrides(data, overrides))
 
 
-__all__ = ["DatasetSelection", "Recipe", "StageSpec", "apply_overrides", "load_recipe", "parse_recipe"]
+__all__ = [
+    "DatasetSelection",
+    "Recipe",
+    "StageSpec",
+    "apply_overrides",
+    "check_keys",
+    "check_source",
+    "load_recipe",
+    "parse_recipe",
+]

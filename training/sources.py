@@ -22,14 +22,15 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from training.recipe import StageSpec
+from training.recipe import StageSpec, check_source
 
 
 def load_source(name: str, spec: dict):
-    """A recipe source as a `DatasetDict` of schema examples, one `Dataset` per split."""
+    """A recipe source as a `DatasetDict` of schema examples, one `Dataset` per split. The spec is checked first
+    (`training.recipe.check_source`): a misspelled or missing key is named (e.g. `file:` for `files:`) rather than
+    ignored or left to fail as a bare `KeyError`."""
     loaders = {"synthetic": _load_synthetic, "tsv": _load_tsv, "hf": _load_hf}
-    if spec["type"] not in loaders:
-        raise ValueError(f"source {name!r}: unknown type {spec['type']!r}")
+    check_source(name, spec, require=True)
     return loaders[spec["type"]](name, spec)
 
 
@@ -39,10 +40,6 @@ def _load_synthetic(name: str, spec: dict):
     )
 
     options = {f.name for f in dataclasses.fields(WorldConfig)}
-    unknown = set(spec) - options - {"type", "path"}
-    if unknown:
-        raise ValueError(f"source {name!r}: unknown synthetic-world option(s) {sorted(unknown)}; "
-                         f"choose from {sorted(options)}")
     path = Path(spec["path"])
     wanted = {"num_examples": DEFAULT_NUM_EXAMPLES, "seed": DEFAULT_SEED,
               **{key: value for key, value in spec.items() if key in options}}
@@ -76,6 +73,10 @@ def _load_tsv(name: str, spec: dict):
 
     files = spec["files"]
     splits = files if isinstance(files, dict) else {"train": files}
+    for split, paths in splits.items():
+        for path in [paths] if isinstance(paths, (str, Path)) else paths:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"source {name!r} (type tsv), split {split!r}: {path} is not a file")
     loaded = DatasetDict({
         split: read_tsv(paths, spec["kind"], media_root=spec.get("media_root"), on_error=spec.get("on_error", "raise"))
         for split, paths in splits.items()
@@ -88,7 +89,12 @@ def _load_hf(name: str, spec: dict):
 
     from training.data.readers import from_hf_dataset
 
+    from training.cli import looks_like_path
+
     path = spec["path"]
+    if not Path(path).exists() and looks_like_path(path):
+        # `load_dataset` would take it for a hub dataset name and fail on the network
+        raise FileNotFoundError(f"source {name!r} (type hf): dataset directory {path} does not exist")
     loaded = datasets.load_from_disk(path) if Path(path).exists() else datasets.load_dataset(path)
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({spec.get("split", "train"): loaded})

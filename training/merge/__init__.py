@@ -68,7 +68,9 @@ Command line (directories saved with `save_pretrained`, or PEFT adapter director
     python -m training.merge --models D1 D2 D3 --method greedy --eval-data WORLD --eval-tasks caption --out soup
 
 `--task` may be left out when the inputs' generation configs are one task's (e.g. checkpoints converted for one
-task). `--out` may not be one of the inputs (the merge would overwrite its weights).
+task). `--out` must be a new (or empty) directory, and not one of the inputs (the merge would overwrite its
+weights), unless `--overwrite`: the output is written to a temporary directory beside `--out` and renamed into place
+once complete, so an existing model is replaced whole and an interrupted merge leaves no half-written model.
 
 `--bn-data` / `--eval-data` are directories in the `training.data` schema layout (`SPLIT.jsonl` + media, e.g. a
 synthetic world written by `python -m training.data.synthetic`), batched with the models' processor. The command

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import torch
 
+from training.cli import require_model_dir
+
 from .batches import schema_batches
 from .batchnorm import BN_MODES
 from .generation import check_task_settings, merged_generation_config
 from .interpolation import interpolate, interpolate_pair, uniform_soup
-from .loading import input_dirs, load_for_merge, load_processor, processor_dir, require_model_dir
+from .loading import input_dirs, load_for_merge, load_processor, processor_dir
 from .saving import save_merged
 from .scoring import negative_cross_entropy
 from .soups import greedy_soup, ratatouille
@@ -35,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--models", nargs="+", required=True, metavar="DIR", help="saved models (or PEFT adapters)")
     parser.add_argument("--out", required=True, metavar="DIR", help="where to save the merged model (a new directory)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out model directory, even one of the inputs (once the merge is complete)",
+    )
     parser.add_argument(
         "--method",
         choices=METHODS,
@@ -91,22 +98,44 @@ def _method_and_weights(args, parser) -> tuple[str, list[float] | None]:
 
 def _input_paths(args, parser) -> list[Path]:
     """The `--models` directories, checked before anything is loaded: each exists, and `--out` is none of the
-    directories they are read from (saving there would replace an input's weights by the merge)."""
-    paths = []
+    directories they are read from (saving there would replace an input's weights by the merge) nor any other
+    existing directory, unless `--overwrite`. Paths are compared resolved (`./a`, `a` and a symlink to it are one)."""
+    paths, read_from = [], []
     for model in args.models:
         try:
             paths.append(require_model_dir(model))
-        except FileNotFoundError as error:
+            read_from.extend(input_dirs(paths[-1]))  # a PEFT adapter's base directory too, checked to exist
+        except (FileNotFoundError, ValueError) as error:
             parser.error(f"--models: {error}")
+    if args.processor:
+        try:
+            require_model_dir(args.processor)
+        except FileNotFoundError as error:
+            parser.error(f"--processor: {error}")
     out = Path(args.out).resolve()
-    for path in paths:
-        for directory in input_dirs(path):
-            if directory.resolve() == out:
-                parser.error(
-                    f"--out {args.out} is the input model directory {directory}: saving the merge there would "
-                    "overwrite its weights; choose another --out"
-                )
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {args.out} is an existing file, not a directory")
+    for directory in read_from:
+        if out in directory.resolve().parents:
+            parser.error(f"--out {args.out} holds the input model directory {directory}: replacing it would delete it")
+    if args.overwrite:
+        # `--overwrite` replaces the directory as a whole: only ever a saved model, never e.g. a folder of models.
+        if out.is_dir() and any(out.iterdir()) and not _is_model_dir(out):
+            parser.error(f"--out {args.out} is not a saved model directory; --overwrite replaces only those")
+        return paths
+    for directory in read_from:
+        if directory.resolve() == out:
+            parser.error(
+                f"--out {args.out} is the input model directory {directory}: saving the merge there would "
+                "overwrite its weights; choose another --out, or pass --overwrite to replace it"
+            )
+    if out.is_dir() and any(out.iterdir()):
+        parser.error(f"--out {args.out} exists and is not empty; choose another --out, or pass --overwrite")
     return paths
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").exists() or (path / "adapter_config.json").exists()
 
 
 def _cli_logging() -> None:
@@ -201,6 +230,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if recipe.batchnorm == "recompute":
         recipe.batchnorm_data = f"{args.bn_data} (split {args.bn_split}, {len(bn_batches)} batches)"
     recipe.details["command"] = shlex.join(["python", "-m", "training.merge", *argv])
-    out = save_merged(merged, args.out, processor=processor)
+    out = save_merged(merged, args.out, processor=processor, overwrite=args.overwrite)
     logger.info("done: %s merge of %d models in %.1f s", method, len(models), time.perf_counter() - start)
     return out

@@ -5,16 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
-def require_model_dir(path: str | Path) -> Path:
-    """`path` as a `Path` when it is a directory. A missing one is refused here by name: `from_pretrained` would take
-    it for a hub repository id and fail with a message about the form of repo ids."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"{path} is not a directory (a model saved with `save_pretrained`, or a PEFT adapter directory)"
-        )
-    return path
+from training.cli import looks_like_path, require_model_dir
 
 
 def adapter_base(path: Path) -> str | None:
@@ -25,6 +16,8 @@ def adapter_base(path: Path) -> str | None:
     base = json.loads(adapter.read_text()).get("base_model_name_or_path")
     if not base:
         raise ValueError(f"{adapter} names no base model (base_model_name_or_path)")
+    if not Path(base).exists() and looks_like_path(base):
+        raise FileNotFoundError(f"model directory {base} (the base model of the adapter {path}) does not exist")
     return base
 
 
