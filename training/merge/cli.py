@@ -138,10 +138,23 @@ def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").exists() or (path / "adapter_config.json").exists()
 
 
+class _CurrentStdoutHandler(logging.StreamHandler):
+    """A stream handler writing to `sys.stdout` as it is when a record is emitted, not as it was when the handler was
+    made: `main` may run several times in one process, with stdout redirected in between (tests, notebooks)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler's constructor sets it; the current stdout is always used
+        pass
+
+
 def _cli_logging() -> None:
     package_logger = logging.getLogger(__package__)  # the parent of every module's logger
     if not any(getattr(handler, "_merge_cli", False) for handler in package_logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _CurrentStdoutHandler()
         handler.setFormatter(logging.Formatter("[merge] %(message)s"))
         handler._merge_cli = True
         package_logger.addHandler(handler)
