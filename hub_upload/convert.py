@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ from transformers import AutoModelForSeq2SeqLM
 from modeling_unival import UnivalConfig, UnivalForConditionalGeneration
 from modeling_unival.conversion import (
     UnsafeCheckpointError,
+    check_checkpoint_file,
     check_original_buffers,
     config_from_original_args,
     load_original_checkpoint,
@@ -60,45 +60,6 @@ def build_processor(args: Mapping, task: str) -> UnivalProcessor:
     )
 
 
-# `torch.save` writes a zip archive (PyTorch >= 1.6) or, in the legacy format, a pickle of protocol 2 or above.
-_ZIP_MAGIC = b"PK\x03\x04"
-_PICKLE_PROTOCOLS = range(2, 6)
-
-
-def check_checkpoint_file(path: Path) -> None:
-    """Refuses a file that is not a PyTorch checkpoint (an image, a text file, ...) by its first bytes, before the
-    unpickler reads it: a stray file would otherwise fail inside the unpickler with a message about pickling."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {path}")
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    is_pickle = len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS
-    if not (head == _ZIP_MAGIC or is_pickle):
-        what = "it is empty" if not head else f"it starts with {head!r}, neither a zip archive nor a pickle"
-        raise ValueError(f"{path} is not a PyTorch checkpoint (torch.save file): {what}")
-
-
-def read_checkpoint(path: Path) -> dict:
-    """`load_original_checkpoint` (restricted unpickler, `weights_only=True`) on a file checked to be a checkpoint,
-    with a refused pickle's error naming the globals it asked for."""
-    check_checkpoint_file(path)
-    try:
-        return load_original_checkpoint(path)
-    except UnsafeCheckpointError as error:
-        # For a legacy (non-zip) pickle the refused globals can only be read from torch's own message, which also
-        # advises `weights_only=False`: exactly what must not be done with such a file, so only the names are kept.
-        refused = re.findall(r"GLOBAL (\S+)", str(error.__context__ or ""))
-        if not refused:
-            if "weights_only" not in str(error):
-                raise
-            refused = ["a global the restricted unpickler does not allow"]
-        names = ", ".join(dict.fromkeys(refused))
-        raise UnsafeCheckpointError(
-            f"refusing to unpickle {path}: it asks for {names}, which a fairseq UnIVAL checkpoint never needs. "
-            "Nothing from the file was executed."
-        ) from None
-
-
 def check_out_dir(out_dir: Path) -> None:
     """Refuses an output directory that cannot be made because it, or a folder above it, is an existing file; checked
     before the (long) conversion rather than when saving."""
@@ -112,7 +73,7 @@ def check_out_dir(out_dir: Path) -> None:
 def convert_model(checkpoint_path: Path, ema: bool = False) -> tuple[UnivalForConditionalGeneration, dict, dict]:
     """The port of a checkpoint's weights (eval mode), the checkpoint's original arguments, and the comparison of its
     stored bucket buffers with the recomputed ones (`{key: equal}`; a mismatch is logged, the port recomputes them)."""
-    checkpoint = read_checkpoint(Path(checkpoint_path))
+    checkpoint = load_original_checkpoint(Path(checkpoint_path))
     weights = select_weights(checkpoint, ema=ema)
     args = original_arguments(checkpoint)
     config = config_from_original_args(args, weights)
