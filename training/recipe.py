@@ -4,6 +4,7 @@
 name: synthetic-tiny
 seed: 0
 model: {preset: unival-tiny, overrides: {d_model: 64}}   # or {init_from: path/to/checkpoint}
+# + init: {text: bart.base/model.pt, image: resnet101_a1h-36d3f2aa.pth}   (pretrained parts, the original's starts)
 processor: {image_size: 128, num_frames: 8, video_crop_size: 64, audio_max_length: 96000}   # + prompt_types
 sources:
   world: {type: synthetic, path: outputs/world, num_examples: 4000, seed: 0}   # + any WorldConfig field
@@ -18,7 +19,12 @@ stages:
     generation_task: caption                # the inference settings saved with the stage's model (the default)
   - name: video                             # starts from the previous stage's weights
     datasets: [{source: world, tasks: [caption, vqa, video_caption, video_qa]}]
+    model: {towers: {video: all_resnext101}, init: {video: resnext-101-kinetics.pth}}   # adds a pretrained tower
 ```
+
+`init:` takes the parts of `modeling_unival.conversion.init_from_parts` (`text`, `image`, `video`, `audio`,
+`audio_front_end`); `towers:` adds a video / audio tower (a backbone name or config fields) to a model without one,
+as the original's stage 2 adds the video tower to the stage-1 model.
 
 Relative paths in a recipe are resolved against the current directory (not the recipe file), so shipped recipes
 run from the project root and write under `outputs/`. Any value can be changed without copying the file:
@@ -52,7 +58,7 @@ SOURCE_KEYS = {
 REQUIRED_SOURCE_KEYS = {"synthetic": ("path",), "tsv": ("kind", "files"), "hf": ("path", "task")}
 RECIPE_KEYS = ("name", "seed", "model", "processor", "sources", "stages")
 # `model:` builds the first stage's model from a preset (with config overrides), or loads it with `init_from`.
-MODEL_KEYS = ("preset", "overrides", "init_from")
+MODEL_KEYS = ("preset", "overrides", "init_from", "init")
 #: The size settings of recipes and finetunes: (sub-processor, attribute) each sets; square sizes are
 #: stored as `{"height": n, "width": n}`, as the sub-processors keep them.
 PROCESSOR_SIZES = {
@@ -65,6 +71,8 @@ PROCESSOR_SETTINGS = (*PROCESSOR_SIZES, "prompt_types")
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 # Config fields a stage may change: both are read at every forward pass, so they take effect on a built model.
 STAGE_MODEL_FIELDS = ("sample_patch_num", "label_smoothing")
+# A stage's `model:` section: those fields, towers to add and pretrained parts to load when the stage starts.
+STAGE_MODEL_KEYS = (*STAGE_MODEL_FIELDS, "towers", "init")
 
 
 @dataclass
@@ -86,7 +94,8 @@ class StageSpec:
     datasets: list[DatasetSelection]
     sampling: dict[str, Any] = field(default_factory=dict)  # {"temperature": T} or {"weights": {group: w}}
     processor: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=dict)  # training-time config fields: sample_patch_num, label_smoothing
+    # training-time config fields (sample_patch_num, label_smoothing), `towers` to add and parts to `init`
+    model: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)  # TrainingArguments fields
     eval_split: str | None = "validation"
     eval_max_examples: int | None = 50  # per task: the stage's validation loss, not its generation metrics
@@ -162,8 +171,21 @@ def check_source(name: str, spec: Any, require: bool = False) -> None:
     )
 
 
+def _check_init(where: str, init: Any) -> None:
+    from modeling_unival.conversion.parts import AUDIO_FRONT_ENDS, PARTS
+
+    check_keys(f"{where} init", init, (*PARTS, "audio_front_end"))
+    for part in PARTS:
+        if part in init and not isinstance(init[part], str):
+            raise ValueError(f"{where} init: {part} must be a path or hub id, got {init[part]!r}")
+    if init.get("audio_front_end", "model") not in AUDIO_FRONT_ENDS:
+        raise ValueError(f"{where} init: audio_front_end must be one of {AUDIO_FRONT_ENDS}, got {init['audio_front_end']!r}")
+
+
 def _check_model(model: Any) -> None:
     check_keys("model", model, MODEL_KEYS)
+    if "init" in model:
+        _check_init("model", model["init"])
     if model.get("init_from") and ({"preset", "overrides"} & set(model)):
         raise ValueError("model: give `init_from` or `preset` / `overrides`, not both (a loaded model keeps its config)")
     overrides = model.get("overrides") or {}
@@ -218,7 +240,12 @@ def _parse_stage(raw: dict[str, Any], index: int, sources: dict) -> StageSpec:
         selections.append(DatasetSelection(**selection))
     if not selections:
         raise ValueError(f"{where}: no datasets")
-    check_keys(f"{where} model", raw.get("model") or {}, STAGE_MODEL_FIELDS)
+    stage_model = raw.get("model") or {}
+    check_keys(f"{where} model", stage_model, STAGE_MODEL_KEYS)
+    if "towers" in stage_model:
+        check_keys(f"{where} model towers", stage_model["towers"], ("video", "audio"))
+    if "init" in stage_model:
+        _check_init(f"{where} model", stage_model["init"])
     check_keys(f"{where} processor", raw.get("processor") or {}, PROCESSOR_SETTINGS, kind="processor setting")
     check_keys(f"{where} training", raw.get("training") or {}, _training_argument_fields(), kind="TrainingArguments field")
     sampling = raw.get("sampling") or {}

@@ -33,7 +33,7 @@ from transformers import GenerationConfig, Trainer, TrainingArguments
 from modeling_unival import UnivalConfig, UnivalForConditionalGeneration
 from processing import UnivalProcessor
 from processing.tasks import generation_config
-from training.recipe import PROCESSOR_SETTINGS, PROCESSOR_SIZES, Recipe, StageSpec, check_keys
+from training.recipe import PROCESSOR_SETTINGS, PROCESSOR_SIZES, STAGE_MODEL_FIELDS, Recipe, StageSpec, check_keys
 from training.sampling import TaskBalancedSampler, mixture_weights
 from training.sources import build_stage_dataset, load_source
 from training.trainer import CHECKPOINT_COMPLETE_FILE, TaskCountingCollator, TaskMixtureCallback, UnivalTrainer
@@ -91,11 +91,50 @@ def make_processor(settings: dict) -> UnivalProcessor:
 
 
 def initial_model(recipe: Recipe) -> UnivalForConditionalGeneration:
+    """The recipe's `model:`: loaded (`init_from`) or built from a preset, then its pretrained parts (`init`)."""
     spec = recipe.model
     if spec.get("init_from"):
-        return UnivalForConditionalGeneration.from_pretrained(spec["init_from"])
-    torch.manual_seed(recipe.seed)
-    return UnivalForConditionalGeneration(UnivalConfig.from_preset(spec.get("preset", "unival-tiny"), **spec.get("overrides", {})))
+        model = UnivalForConditionalGeneration.from_pretrained(spec["init_from"])
+    else:
+        torch.manual_seed(recipe.seed)
+        model = UnivalForConditionalGeneration(
+            UnivalConfig.from_preset(spec.get("preset", "unival-tiny"), **spec.get("overrides", {}))
+        )
+    if spec.get("init"):
+        load_parts(model, spec["init"], recipe.seed, "the recipe's model")
+    return model
+
+
+def load_parts(model: UnivalForConditionalGeneration, init: dict, seed: int, what: str):
+    """`init_from_parts` with a recipe's `init:` section; prints what was loaded (main process)."""
+    from modeling_unival.conversion import init_from_parts
+
+    report = init_from_parts(model, seed=seed, **init)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[pretrain] {what}: pretrained parts\n" + report.summary())
+    return report
+
+
+def prepare_stage_model(stage: StageSpec, model: UnivalForConditionalGeneration, seed: int):
+    """The model a stage trains: `model` with the stage's `towers` added and its `init` parts loaded (both
+    optional; a tower that the model already has with the same configuration is kept, as when a run restarts a
+    stage from its own saved model)."""
+    from modeling_unival.conversion import add_towers, tower_config
+
+    towers = {}
+    for part, spec in (stage.model.get("towers") or {}).items():
+        existing = getattr(model.config, f"{part}_config")
+        if existing is None:
+            towers[part] = spec
+        elif existing.to_dict() != tower_config(part, spec).to_dict():
+            raise ValueError(f"stage {stage.name!r}: the model already has a different {part} tower than `towers` asks")
+    if towers:
+        model = add_towers(model, seed=seed, **towers)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"[pretrain] stage {stage.name!r} adds the {' and '.join(towers)} tower(s)")
+    if stage.model.get("init"):
+        load_parts(model, stage.model["init"], seed, f"stage {stage.name!r}")
+    return model
 
 
 def task_generation_config(model, task: str) -> GenerationConfig:
@@ -303,7 +342,8 @@ def run_stage(recipe: Recipe, stage: StageSpec, model: UnivalForConditionalGener
     output_dir = output_root / stage.name
     args = stage_training_arguments(command_line, stage, output_dir)
     for name, value in stage.model.items():
-        setattr(model.config, name, value)
+        if name in STAGE_MODEL_FIELDS:
+            setattr(model.config, name, value)
     model.generation_config = task_generation_config(model, stage.generation_task)
     processor = make_processor({**recipe.processor, **stage.processor})
     collator = TaskCountingCollator(UnivalMultitaskCollator(processor, training=True))
@@ -374,8 +414,8 @@ def run_recipe(recipe: Recipe, command_line: dict, stages: list[str] | None = No
             print(f"[pretrain] stage {stage.name!r} already finished ({final}); skipping")
             model = None
             continue
-        model, summary = run_stage(recipe, stage, model or _stage_start(recipe, index, output_root), sources,
-                                   command_line, output_root)
+        model = prepare_stage_model(stage, model or _stage_start(recipe, index, output_root), recipe.seed)
+        model, summary = run_stage(recipe, stage, model, sources, command_line, output_root)
         summaries.append(summary)
     return summaries
 
