@@ -240,6 +240,41 @@ def test_the_same_bart_in_both_layouts_gives_the_same_model(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
+def test_a_hub_id_is_downloaded(tmp_path):
+    """`text="owner/bart"` through `huggingface_hub` (a local stand-in for the hub, in a subprocess: HF_ENDPOINT must
+    be set before huggingface_hub is imported)."""
+    import subprocess
+    import textwrap
+
+    from checkpoint_support import PYTHON, subprocess_env
+    from conftest import REPO_ROOT
+    from hub_server import LocalHub
+
+    _tiny_bart(BartModel).save_pretrained(tmp_path / "bart")
+    script = textwrap.dedent(f"""
+        import torch
+        from huggingface_hub import HfApi
+        from safetensors.torch import load_file
+        from modeling_unival import UnivalConfig, UnivalForConditionalGeneration
+        from modeling_unival.conversion import init_from_parts
+        api = HfApi()
+        api.create_repo("someone/bart-tiny")
+        api.upload_folder(repo_id="someone/bart-tiny", folder_path={str(tmp_path / "bart")!r})
+        model = UnivalForConditionalGeneration(UnivalConfig.from_preset("unival-tiny", max_target_positions=128))
+        report = init_from_parts(model, text="someone/bart-tiny")
+        source = load_file({str(tmp_path / "bart" / "model.safetensors")!r})
+        assert torch.equal(model.model.encoder.layers[0].mlp.fc1.weight, source["encoder.layers.0.fc1.weight"])
+        print("LAYOUT", report["text"].layout, len(report["text"].loaded))
+    """)
+    with LocalHub(tmp_path / "storage", token="hf_local_test") as hub:
+        env = subprocess_env(tmp_path, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1",
+                             HF_TOKEN="hf_local_test", HF_HOME=str(tmp_path / "hf_home"))
+        result = subprocess.run([PYTHON, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                                timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LAYOUT transformers 91" in result.stdout  # BartModel: every tensor but the three tied copies, + shared
+
+
 def test_text_sources_that_are_not_bart(tmp_path):
     (tmp_path / "t5").mkdir()
     (tmp_path / "t5" / "config.json").write_text(json.dumps({"model_type": "t5"}))
@@ -440,6 +475,20 @@ def _released_tower_shapes(part: str) -> dict[str, tuple]:
         shapes.update({"fc1.weight": (2048, 2048), "fc1.bias": (2048,), "fc_audioset.weight": (527, 2048),
                        "fc_audioset.bias": (527,)})
     return shapes
+
+
+@pytest.mark.parametrize("resnet", ["resnet50", "resnet152"])
+def test_other_resnet_depths_are_covered(resnet):
+    """The original's `--resnet-type` choices: a ResNet-50 / -152 file initialises a model built with that depth."""
+    from modeling_unival.conversion.parts import load_tower_state
+
+    with torch.device("meta"):
+        model = UnivalForConditionalGeneration(
+            UnivalConfig.from_preset("unival-base-image", image_config={"depths": RESNET_DEPTHS[resnet]}))
+    shapes = original_image_shapes(model.config.image_config)
+    report = load_tower_state(model, "image", _meta(shapes), f"{resnet}.pth")
+    assert _depths_of(report.loaded) == RESNET_DEPTHS[resnet] and set(report.dropped) == {"fc.weight", "fc.bias"}
+    assert len(report.loaded) == len(model.model.encoder.image_tower.state_dict())
 
 
 @pytest.mark.parametrize("part", ["image", "video", "audio"])
