@@ -326,6 +326,9 @@ def test_train_and_summarise_resumes_from_the_complete_checkpoint(tmp_path):
             self.args = types.SimpleNamespace(save_only_model=False)
             self.callback_handler = types.SimpleNamespace(callbacks=list(callbacks))
             self.state = types.SimpleNamespace(log_history=[{"loss": 1.0}])
+            self.is_fsdp_enabled = False
+            self.accelerator = types.SimpleNamespace(is_main_process=True, distributed_type="NO", num_processes=1)
+            self.model_wrapped = None
             self.resumed_from = "not called"
 
         def train(self, resume_from_checkpoint=None):

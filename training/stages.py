@@ -266,7 +266,12 @@ def _required_checkpoint_files(trainer: Trainer) -> tuple[str, ...]:
     """The files every checkpoint of this `trainer` holds besides the weights and trainer_state.json."""
     from training.ema import EMA_FILE, WeightEMA
 
-    required = () if trainer.args.save_only_model else ("optimizer.pt", "scheduler.pt")
+    if trainer.args.save_only_model:
+        required = ()
+    elif trainer.is_fsdp_enabled:  # accelerate's FSDP checkpoint: the gathered model and optimizer
+        required = ("pytorch_model_fsdp.bin", "optimizer.bin", "scheduler.pt")
+    else:
+        required = ("optimizer.pt", "scheduler.pt")
     if any(isinstance(callback, WeightEMA) for callback in trainer.callback_handler.callbacks):
         required += (EMA_FILE,)
     return required
@@ -285,6 +290,8 @@ def train_and_summarise(trainer: Trainer, output_dir: Path, resume_from_checkpoi
         problem = checkpoint_problem(Path(resume), required, require_marker=False)
         if problem is not None:
             raise ValueError(f"--resume_from_checkpoint {resume}: incomplete checkpoint ({problem})")
+    if resume and trainer.accelerator.is_main_process:
+        print(f"[pretrain] resuming from {resume}")
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     return {
@@ -292,6 +299,10 @@ def train_and_summarise(trainer: Trainer, output_dir: Path, resume_from_checkpoi
         "global_step": result.global_step,
         "seconds": round(time.perf_counter() - start, 1),
         "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+        # How the run was distributed: what a user comparing runs (or a test) needs to know it really was FSDP.
+        "distributed": {"type": str(trainer.accelerator.distributed_type).split(".")[-1],
+                        "processes": trainer.accelerator.num_processes,
+                        "wrapped_model": type(trainer.model_wrapped).__name__},
     }
 
 

@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import types
 from collections import Counter
 from pathlib import Path
 
 import torch
+from accelerate.utils import FullyShardedDataParallelPlugin
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -76,15 +79,98 @@ class CheckpointCompletion(TrainerCallback):
         os.replace(temporary, folder / CHECKPOINT_COMPLETE_FILE)
 
 
+def fsdp_requested_on_cpu() -> bool:
+    """`accelerate launch` with an FSDP config started several processes on a machine without a GPU. accelerate
+    then sets up plain multi-CPU data parallelism (its FSDP branch is for accelerator devices only) and silently drops
+    the FSDP plugin, although torch's FSDP runs on CPU over gloo."""
+    return (
+        os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+        and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        and not torch.cuda.is_available()
+    )
+
+
+def _without_offload(config):
+    """`config` (an FSDP state-dict config) with `offload_to_cpu=False`."""
+    if config is None or not getattr(config, "offload_to_cpu", False):
+        return config
+    return dataclasses.replace(config, offload_to_cpu=False)
+
+
+class CpuFullyShardedDataParallelPlugin(FullyShardedDataParallelPlugin):
+    """The FSDP plugin of a CPU run. Gathering a state dict "offloaded to CPU" crashes (SIGSEGV, torch 2.13) when the
+    shards are on the CPU already, and accelerate's checkpoint functions set `state_dict_config.offload_to_cpu = True`
+    whenever several processes run: here every read of the two state-dict configs gives a copy with
+    `offload_to_cpu=False`, so such an assignment changes a copy only."""
+
+    @property
+    def state_dict_config(self):
+        return _without_offload(self._state_dict_config)
+
+    @state_dict_config.setter
+    def state_dict_config(self, value):
+        self._state_dict_config = value
+
+    @property
+    def optim_state_dict_config(self):
+        return _without_offload(self._optim_state_dict_config)
+
+    @optim_state_dict_config.setter
+    def optim_state_dict_config(self, value):
+        self._optim_state_dict_config = value
+
+
+def enable_cpu_fsdp(accelerator) -> None:
+    """Switches an `Accelerator` that accelerate set up for multi-CPU data parallelism to FSDP, with the plugin of
+    the launch config (`FullyShardedDataParallelPlugin()` reads the `FSDP_*` variables `accelerate launch` sets):
+    what `accelerate` does on GPUs. FSDP on CPU needs `sync_module_states: false` (every rank builds the same
+    weights from the same seed and files anyway) and fp32 (`mixed_precision: no`): see
+    `training/accelerate_configs/fsdp_cpu.yaml`."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType
+
+    plugin = CpuFullyShardedDataParallelPlugin()
+    if plugin.sync_module_states:
+        raise ValueError("FSDP on CPU: set `fsdp_sync_module_states: false` in the accelerate config (torch's FSDP "
+                         "cannot broadcast module states from CPU); every rank builds the same weights anyway")
+    # The process-wide state too: accelerate re-reads it when an Accelerator is made again (Trainer.train does).
+    # accelerate names the CPU `cpu:0`, torch's FSDP computes on `cpu` and refuses a `device_id` that differs.
+    for state in (accelerator.state, PartialState()):
+        state.distributed_type = DistributedType.FSDP
+        state.device = torch.device("cpu")
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.get_state_dict = types.MethodType(_full_state_dict_on_cpu, accelerator)
+
+
+def _full_state_dict_on_cpu(accelerator, model, unwrap: bool = True):
+    """`Accelerator.get_state_dict` of a CPU FSDP run: the full state dict on rank 0 without the offload to CPU that
+    accelerate hard-codes for FSDP (the crash above)."""
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT,
+                              FullStateDictConfig(offload_to_cpu=False, rank0_only=True)):
+        return model.state_dict()
+
+
 class UnivalTrainer(Trainer):
     """`Trainer` whose training batches are drawn by a [`TaskBalancedSampler`], and whose checkpoints carry a
-    completion marker ([`CheckpointCompletion`])."""
+    completion marker ([`CheckpointCompletion`]). Launched with an FSDP config on CPU processes, it runs FSDP
+    ([`enable_cpu_fsdp`]) instead of the data parallelism accelerate falls back to."""
 
     def __init__(self, *args, task_sampler: TaskBalancedSampler | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.task_sampler = task_sampler
         self._completion = CheckpointCompletion()
         self.add_callback(self._completion)
+
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        # Also when `train()` makes the Accelerator again: accelerate then builds its own (GPU) plugin.
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if fsdp_requested_on_cpu() and not isinstance(plugin, CpuFullyShardedDataParallelPlugin):
+            enable_cpu_fsdp(self.accelerator)
+            self.is_fsdp_enabled = True
 
     def add_callback(self, callback):
         super().add_callback(callback)
