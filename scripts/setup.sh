@@ -35,4 +35,10 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$HASH" ] || ! "$VENV/bin/python"
 else
   log "package already installed and up to date"
 fi
+# DeepSpeed, for the ZeRO-2 tests on CPU processes (tests/test_fsdp.py). Its source package imports torch to build,
+# so it is built against the torch above (--no-build-isolation): with build isolation pip would fetch a CUDA torch.
+if ! "$VENV/bin/python" -c "import deepspeed" >/dev/null 2>&1; then
+  log "installing deepspeed==0.19.8 (built against the installed torch)"
+  "${PIP[@]}" install --quiet --no-build-isolation "deepspeed==0.19.8"
+fi
 log "environment ready: $("$VENV/bin/python" -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")')"

@@ -153,6 +153,37 @@ def _full_state_dict_on_cpu(accelerator, model, unwrap: bool = True):
         return model.state_dict()
 
 
+def with_every_parameter(loss: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+    """`loss` plus zero times every trainable parameter, so that each receives a (zero) gradient. DeepSpeed ZeRO
+    reduces gradients in buckets as they arrive: ranks whose batches skipped a modality tower (or the image position
+    norms, ...) would reduce different buckets and abort on a collective mismatch. DDP has
+    `find_unused_parameters` for this; ZeRO has nothing."""
+    return loss + 0.0 * sum(parameter.sum() for parameter in model.parameters() if parameter.requires_grad)
+
+
+def deepspeed_requested_on_cpu() -> bool:
+    """`accelerate launch` with a DeepSpeed config on CPU processes (accelerate sets DeepSpeed up on accelerators only)."""
+    return (
+        os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        and not torch.cuda.is_available()
+    )
+
+
+def enable_cpu_deepspeed(accelerator) -> None:
+    """Switches an `Accelerator` set up for multi-CPU data parallelism to DeepSpeed with the launch config's plugin
+    (DeepSpeed's CPU accelerator, gloo): what accelerate does on GPUs."""
+    from accelerate import PartialState
+    from accelerate.utils import DeepSpeedPlugin, DistributedType
+
+    plugin = DeepSpeedPlugin()
+    plugin.set_mixed_precision(accelerator.state.mixed_precision)
+    plugin.select(_from_accelerator_state=True)
+    for state in (accelerator.state, PartialState()):
+        state.distributed_type = DistributedType.DEEPSPEED
+    accelerator.state.deepspeed_plugins = {"default": plugin}
+
+
 class UnivalTrainer(Trainer):
     """`Trainer` whose training batches are drawn by a [`TaskBalancedSampler`], and whose checkpoints carry a
     completion marker ([`CheckpointCompletion`]). Launched with an FSDP config on CPU processes, it runs FSDP
@@ -171,6 +202,10 @@ class UnivalTrainer(Trainer):
         if fsdp_requested_on_cpu() and not isinstance(plugin, CpuFullyShardedDataParallelPlugin):
             enable_cpu_fsdp(self.accelerator)
             self.is_fsdp_enabled = True
+        if deepspeed_requested_on_cpu() and not self.is_deepspeed_enabled:
+            enable_cpu_deepspeed(self.accelerator)
+            self.is_deepspeed_enabled = True
+            self.propagate_args_to_deepspeed()
 
     def add_callback(self, callback):
         super().add_callback(callback)
@@ -198,7 +233,12 @@ class UnivalTrainer(Trainer):
         if not return_outputs:
             # A training step needs the loss only: project to the vocabulary at the supervised positions only.
             inputs = {**inputs, "return_logits": False}
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if self.is_deepspeed_enabled and model.training:
+            loss, outputs = result if return_outputs else (result, None)
+            loss = with_every_parameter(loss, model)
+            result = (loss, outputs) if return_outputs else loss
+        return result
 
 
 class FinetuneTrainer(UnivalTrainer):
