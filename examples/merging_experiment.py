@@ -80,6 +80,7 @@ def main() -> None:
         {"caption CIDEr-D": scorer("caption", "cider"), "VQA score": scorer("vqa", "vqa_score")},
         out_dir=args.out,
         title="UnIVAL in miniature: interpolating a captioning and a VQA finetune",
+        model_names=("caption finetune", "VQA finetune"),
     )
     for row in rows:
         print(f"[merge-exp] alpha {row['alpha']:.1f}: caption CIDEr-D {row['caption CIDEr-D']:6.1f}, VQA score {row['VQA score']:5.1f}")

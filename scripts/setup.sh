@@ -29,8 +29,8 @@ fi
 STAMP="$VENV/.unival-install-stamp"
 HASH=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$HASH" ] || ! "$VENV/bin/python" -c "import modeling_unival" >/dev/null 2>&1; then
-  log "installing the package and its dependencies (editable, extras: test, plot)"
-  "${PIP[@]}" install --quiet -e ".[test,plot]"
+  log "installing the package and its dependencies (editable, extras: test, plot, demo)"
+  "${PIP[@]}" install --quiet -e ".[test,plot,demo]"
   echo "$HASH" > "$STAMP"
 else
   log "package already installed and up to date"

@@ -602,3 +602,17 @@ def test_cli_refuses_an_input_as_output_and_a_missing_model(saved_pair, capsys):
               "--out", str(saved_pair / "never")])
     error = capsys.readouterr().err
     assert "missing" in error and "Repo id" not in error, error
+
+
+def test_sweep_figure_has_one_panel_per_metric_and_names_the_models():
+    from training.merge.plotting import sweep_figure
+
+    rows = [{"alpha": a, "caption CIDEr-D": 100 + 50 * a, "VQA score": 60 - 10 * a} for a in (0.0, 0.5, 1.0)]
+    figure = sweep_figure(rows, ["caption CIDEr-D", "VQA score"], "title", ("caption finetune", "VQA finetune"))
+    first, second, front = figure.axes
+    assert [first.get_title(), second.get_title()] == ["caption CIDEr-D", "VQA score"]
+    assert "0 = VQA finetune" in first.get_xlabel() and "1 = caption finetune" in first.get_xlabel()
+    # each metric on its own axis: the ranges do not have to share a scale
+    assert first.get_ylim()[0] > second.get_ylim()[1]
+    assert (front.get_xlabel(), front.get_ylabel()) == ("caption CIDEr-D", "VQA score")
+    assert len(sweep_figure(rows, ["caption CIDEr-D"]).axes) == 1

@@ -26,13 +26,15 @@ def interpolation_sweep(
     out_dir: str | Path | None = None,
     plot: bool = True,
     title: str | None = None,
+    model_names: tuple[str, str] = ("model A", "model B"),
     **kwargs,
 ) -> list[dict]:
     """Evaluate `alpha * A + (1 - alpha) * B` for each alpha with each `evaluate_fns[task](model) -> float`.
 
     Returns one row per alpha: `{"alpha": alpha, task: score, ...}`. With `out_dir`, writes
     `interpolation_sweep.csv` and (with `plot=True`) `interpolation_sweep.png`: each task's score against alpha
-    and, for two tasks, one task's score against the other's (the trade-off front). Keyword arguments go to
+    and, for two tasks, one task's score against the other's (the trade-off front), with `model_names` naming A and
+    B on the axes. Keyword arguments go to
     `interpolate_pair` (e.g. `bn="recompute"`, `bn_batches=`, `task=`)."""
     if evaluate_fns is None:
         raise ValueError("interpolation_sweep needs evaluate_fns ({task: fn(model) -> float})")
@@ -62,5 +64,5 @@ def interpolation_sweep(
             writer.writeheader()
             writer.writerows(rows)
         if plot:
-            plot_sweep(rows, list(evaluate_fns), out / "interpolation_sweep.png", title)
+            plot_sweep(rows, list(evaluate_fns), out / "interpolation_sweep.png", title, model_names)
     return rows
