@@ -182,3 +182,15 @@ def test_browser_audio_caption(browser, app_url, media, pipe):
     answer = _run_in_browser(browser, app_url, media["audio"], "audio caption", "", "demo_audio_caption.png")
     (expected,), _ = predict(pipe, [media["audio"]], "audio caption", "", *task_settings("audio caption"))
     assert answer == expected[1] and answer
+
+
+def test_the_library_does_not_import_the_demo_or_gradio(tmp_path):
+    import subprocess
+    import sys
+
+    script = ("import sys, modeling_unival, processing, training, hub_upload, hub_upload.convert, training.stages\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('gradio', 'selenium') or m == 'hub_upload.demo'))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
