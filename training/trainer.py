@@ -6,6 +6,8 @@
   task's generation metrics to every evaluation (finetuning, `training.finetuning`).
 - [`TaskCountingCollator`] + [`TaskMixtureCallback`]: the task proportions of the batches actually built, in the logs.
 - [`CheckpointCompletion`]: the marker that tells a complete checkpoint from one a killed run left half written.
+- [`enable_cpu_fsdp`], [`enable_cpu_deepspeed`]: FSDP and DeepSpeed on CPU processes (gloo), where accelerate falls
+  back to plain data parallelism.
 """
 
 from __future__ import annotations
@@ -79,12 +81,13 @@ class CheckpointCompletion(TrainerCallback):
         os.replace(temporary, folder / CHECKPOINT_COMPLETE_FILE)
 
 
-def fsdp_requested_on_cpu() -> bool:
-    """`accelerate launch` with an FSDP config started several processes on a machine without a GPU. accelerate
-    then sets up plain multi-CPU data parallelism (its FSDP branch is for accelerator devices only) and silently drops
-    the FSDP plugin, although torch's FSDP runs on CPU over gloo."""
+def launched_on_cpus_with(engine: str) -> bool:
+    """`accelerate launch` with a config of `engine` (`"FSDP"`, `"DEEPSPEED"`) started several processes on a machine
+    without a GPU. accelerate then sets up plain multi-CPU data parallelism (its FSDP and DeepSpeed branches are for
+    accelerator devices only) and silently drops the engine's plugin, although torch's FSDP runs on CPU over gloo,
+    and so does DeepSpeed with its CPU accelerator."""
     return (
-        os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+        os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() == "true"
         and int(os.environ.get("WORLD_SIZE", "1")) > 1
         and not torch.cuda.is_available()
     )
@@ -161,15 +164,6 @@ def with_every_parameter(loss: torch.Tensor, model: torch.nn.Module) -> torch.Te
     return loss + 0.0 * sum(parameter.sum() for parameter in model.parameters() if parameter.requires_grad)
 
 
-def deepspeed_requested_on_cpu() -> bool:
-    """`accelerate launch` with a DeepSpeed config on CPU processes (accelerate sets DeepSpeed up on accelerators only)."""
-    return (
-        os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-        and int(os.environ.get("WORLD_SIZE", "1")) > 1
-        and not torch.cuda.is_available()
-    )
-
-
 def enable_cpu_deepspeed(accelerator) -> None:
     """Switches an `Accelerator` set up for multi-CPU data parallelism to DeepSpeed with the launch config's plugin
     (DeepSpeed's CPU accelerator, gloo): what accelerate does on GPUs."""
@@ -186,8 +180,9 @@ def enable_cpu_deepspeed(accelerator) -> None:
 
 class UnivalTrainer(Trainer):
     """`Trainer` whose training batches are drawn by a [`TaskBalancedSampler`], and whose checkpoints carry a
-    completion marker ([`CheckpointCompletion`]). Launched with an FSDP config on CPU processes, it runs FSDP
-    ([`enable_cpu_fsdp`]) instead of the data parallelism accelerate falls back to."""
+    completion marker ([`CheckpointCompletion`]). Launched with an FSDP or DeepSpeed config on CPU processes, it
+    runs that engine ([`enable_cpu_fsdp`], [`enable_cpu_deepspeed`]) instead of the data parallelism accelerate falls
+    back to; under DeepSpeed every parameter gets a gradient each step ([`with_every_parameter`])."""
 
     def __init__(self, *args, task_sampler: TaskBalancedSampler | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -199,10 +194,10 @@ class UnivalTrainer(Trainer):
         super().create_accelerator_and_postprocess()
         # Also when `train()` makes the Accelerator again: accelerate then builds its own (GPU) plugin.
         plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
-        if fsdp_requested_on_cpu() and not isinstance(plugin, CpuFullyShardedDataParallelPlugin):
+        if launched_on_cpus_with("FSDP") and not isinstance(plugin, CpuFullyShardedDataParallelPlugin):
             enable_cpu_fsdp(self.accelerator)
             self.is_fsdp_enabled = True
-        if deepspeed_requested_on_cpu() and not self.is_deepspeed_enabled:
+        if launched_on_cpus_with("DEEPSPEED") and not self.is_deepspeed_enabled:
             enable_cpu_deepspeed(self.accelerator)
             self.is_deepspeed_enabled = True
             self.propagate_args_to_deepspeed()
