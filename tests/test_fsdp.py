@@ -182,3 +182,22 @@ def test_two_process_deepspeed_zero2_with_mixed_modalities(tmp_path, ddp_run):
     assert len(losses) == 4 and (losses - ddp_losses).abs().max() < DEEPSPEED_LOSS_TOLERANCE, (losses, ddp_losses)
     reloaded = UnivalForConditionalGeneration.from_pretrained(out / "mixed" / "final")
     assert reloaded.config.video_config is not None and reloaded.config.audio_config is not None
+
+
+def test_with_every_parameter_gives_the_skipped_towers_zero_gradients_and_changes_nothing_else():
+    from tiny import media, tiny_model
+    from training.trainer import with_every_parameter
+
+    ids = torch.tensor([[0, 713, 16, 10, 2], [0, 5, 6, 7, 2]])
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids,
+              "pixel_values": media("image", 2)}
+    plain, touched = tiny_model().train(), tiny_model().train()
+    plain(**inputs).loss.backward()
+    loss = touched(**inputs).loss
+    with_every_parameter(loss, touched).backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), touched.named_parameters()):
+        if a.grad is None:  # not used by this image batch: the video and audio towers, ...
+            assert b.grad is not None and not b.grad.any(), name
+        else:
+            torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=0, msg=name)
+    assert any(p.grad is None for p in plain.model.encoder.video_tower.parameters())

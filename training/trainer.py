@@ -263,7 +263,7 @@ class FinetuneTrainer(UnivalTrainer):
         features, targets, weights = supervised_positions(hidden_states, inputs["labels"], inputs.get("label_weights"))
         unwrapped = self.accelerator.unwrap_model(model)
         drop = settings["drop_worst_ratio"] if self.state.global_step >= settings["drop_worst_after"] else 0.0
-        return label_smoothed_encouraging_loss(
+        loss = label_smoothed_encouraging_loss(
             unwrapped.get_output_embeddings()(features),
             targets,
             unwrapped.config.label_smoothing,
@@ -272,6 +272,7 @@ class FinetuneTrainer(UnivalTrainer):
             drop_worst_ratio=drop,
             num_items_in_batch=num_items_in_batch,
         )
+        return with_every_parameter(loss, model) if self.is_deepspeed_enabled and model.training else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         # Only `evaluate()` generates: `predict()` runs the same evaluation loop and must not.
