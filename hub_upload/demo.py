@@ -22,7 +22,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from processing.constants import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from processing.ids import MODALITY_NAMES
+from processing.media_io import media_kind
 from processing.tasks import generation_config, resolve_task
 
 
@@ -39,7 +40,8 @@ class DemoTask:
 
     @property
     def modality(self) -> str | None:
-        return {0: "image", 1: "video", 2: "audio"}.get(int(resolve_task(self.task).default_modality))
+        """The modality the task takes, or None for the tasks that follow the file's (captioning)."""
+        return MODALITY_NAMES.get(resolve_task(self.task).default_modality)
 
 
 DEMO_TASKS = (
@@ -56,12 +58,13 @@ DEMO_TASKS = (
 _BY_LABEL = {task.label: task for task in DEMO_TASKS}
 
 
-def file_modality(path: str) -> str:
-    suffix = Path(path).suffix.lower()
-    for modality, extensions in (("image", IMAGE_EXTENSIONS), ("video", VIDEO_EXTENSIONS), ("audio", AUDIO_EXTENSIONS)):
-        if suffix in extensions:
-            return modality
-    raise ValueError(f"{Path(path).name}: not an image, video or audio file (by its extension {suffix or 'none'})")
+def file_modality(path: str) -> tuple[str, str]:
+    """`(modality, processor argument)` of an uploaded file, by its extension (`media_io.media_kind`)."""
+    found = media_kind(path)
+    if found is None:
+        suffix = Path(path).suffix.lower()
+        raise ValueError(f"{Path(path).name}: not an image, video or audio file (by its extension {suffix or 'none'})")
+    return found
 
 
 def task_settings(label: str) -> tuple[int, int]:
@@ -104,10 +107,10 @@ def predict(pipe, files, label: str, text: str, num_beams: int, max_new_tokens: 
     settings = {"num_beams": int(num_beams), "max_new_tokens": int(max_new_tokens)}
     rows, shown = [], None
     for path in paths:
-        modality = file_modality(path)
+        modality, argument = file_modality(path)
         if task.modality is not None and modality != task.modality:
             raise ValueError(f"{task.label} takes {task.modality} files, and {Path(path).name} is {modality}")
-        arguments = {{"image": "images", "video": "videos", "audio": "audio"}[modality]: path, "task": task.task}
+        arguments = {argument: path, "task": task.task}
         region = None
         if task.task == "grounded_caption":
             region = parse_region(text)

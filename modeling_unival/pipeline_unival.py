@@ -29,7 +29,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -121,13 +120,8 @@ class UnivalPipeline(Pipeline):
         if isinstance(item, Image.Image):
             return "image"
         if isinstance(item, (str, os.PathLike)):
-            constants = self._processing_module("constants")
-            suffix = Path(str(item).split("?")[0]).suffix.lower()
-            if suffix in constants.VIDEO_EXTENSIONS:
-                return "video"
-            if suffix in constants.AUDIO_EXTENSIONS:
-                return "audio"
-            return "image"
+            found = self._processing_module("media_io").media_kind(item)
+            return "image" if found is None else found[0]  # an unknown extension is left to the image reader
         if isinstance(item, (np.ndarray, torch.Tensor)):
             modality = {1: "audio", 3: "image", 4: "video"}.get(item.ndim)
             if modality is not None:

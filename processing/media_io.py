@@ -79,19 +79,26 @@ _MEDIA_FILE_KINDS = (("image", "images", IMAGE_EXTENSIONS), ("video", "videos", 
                     ("audio", "audio", AUDIO_EXTENSIONS))
 
 
-def media_path_in_text(text) -> tuple[str, str] | None:
-    """`(kind, argument)` ("image", "images") when a text is nothing but a media file's path (an existing file, or
-    a path with a folder) or URL, by its extension: what a media input given in the text's place looks like (the
-    stock image-text-to-text pipeline called with a path and no `text=` passes the path as the prompt); `None` for
-    anything else (a bare "photo.png" that is no file stays text)."""
-    if not isinstance(text, str) or not text or any(c.isspace() for c in text):
-        return None
-    suffix = Path(text.split("?", 1)[0]).suffix.lower()
-    path_like = text.startswith(("http://", "https://", ".", "~")) or os.sep in text or "/" in text
+def media_kind(path) -> tuple[str, str] | None:
+    """`(kind, argument)` of a media file or URL by its extension (`("image", "images")`, `("video", "videos")`,
+    `("audio", "audio")`: the modality and the processor argument that takes it), `None` for any other extension."""
+    suffix = Path(os.fspath(path).split("?", 1)[0]).suffix.lower()
     for kind, argument, extensions in _MEDIA_FILE_KINDS:
-        if suffix in extensions and (path_like or os.path.isfile(text)):
+        if suffix in extensions:
             return kind, argument
     return None
+
+
+def media_path_in_text(text) -> tuple[str, str] | None:
+    """`media_kind` of a text that is nothing but a media file's path (an existing file, or a path with a folder)
+    or URL: what a media input given in the text's place looks like (the stock image-text-to-text pipeline called
+    with a path and no `text=` passes the path as the prompt); `None` for anything else (a bare "photo.png" that is
+    no file stays text)."""
+    if not isinstance(text, str) or not text or any(c.isspace() for c in text):
+        return None
+    path_like = text.startswith(("http://", "https://", ".", "~")) or os.sep in text or "/" in text
+    found = media_kind(text)
+    return found if found is not None and (path_like or os.path.isfile(text)) else None
 
 
 def to_numpy(value):
@@ -174,6 +181,8 @@ __all__ = [
     "is_array_like",
     "is_bytes",
     "is_path",
+    "media_kind",
+    "media_path_in_text",
     "pixels_to_uint8",
     "to_numpy",
     "wrong_modality_hint",

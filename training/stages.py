@@ -110,7 +110,7 @@ def load_parts(model: UnivalForConditionalGeneration, init: dict, seed: int, wha
     from modeling_unival.conversion import init_from_parts
 
     report = init_from_parts(model, seed=seed, **init)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if PartialState().is_main_process:
         print(f"[pretrain] {what}: pretrained parts\n" + report.summary())
     return report
 
@@ -130,7 +130,7 @@ def prepare_stage_model(stage: StageSpec, model: UnivalForConditionalGeneration,
             raise ValueError(f"stage {stage.name!r}: the model already has a different {part} tower than `towers` asks")
     if towers:
         model = add_towers(model, seed=seed, **towers)
-        if int(os.environ.get("RANK", "0")) == 0:
+        if PartialState().is_main_process:
             print(f"[pretrain] stage {stage.name!r} adds the {' and '.join(towers)} tower(s)")
     if stage.model.get("init"):
         load_parts(model, stage.model["init"], seed, f"stage {stage.name!r}")

@@ -196,18 +196,17 @@ def read_text_source(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
     source keys dropped on the way. `source`: a fairseq checkpoint file (`{"model": state dict, ...}`), a transformers
     BART folder or weights file, or a hub repository id."""
     path = Path(source)
-    if path.is_dir():
-        state, dropped = _bart_from_transformers(_transformers_bart_folder(path))
-        return state, "transformers", dropped
     if path.is_file():
-        loaded = read_weights_file(path, "a BART checkpoint")
-        if isinstance(loaded.get("model"), Mapping):  # fairseq: the weights, with args / optimizer history around them
-            return dict(loaded["model"]), "fairseq", {}
-        state, dropped = _bart_from_transformers(loaded)
-        return state, "transformers", dropped
-    if not _HUB_ID.match(str(source)):
+        weights = read_weights_file(path, "a BART checkpoint")
+        if isinstance(weights.get("model"), Mapping):  # fairseq: the weights, with args / optimizer history around them
+            return dict(weights["model"]), "fairseq", {}
+    elif path.is_dir():
+        weights = _transformers_bart_folder(path)
+    elif _HUB_ID.match(str(source)):
+        weights = _transformers_bart_folder(_download(str(source)))
+    else:
         raise FileNotFoundError(f"text source {source}: no such file or folder")
-    state, dropped = _bart_from_transformers(_transformers_bart_folder(_download(str(source))))
+    state, dropped = _bart_from_transformers(weights)
     return state, "transformers", dropped
 
 
@@ -360,13 +359,14 @@ def _file_depths(keys) -> tuple[int, ...]:
 @torch.no_grad()
 def load_tower(model, part: str, source: str | os.PathLike, audio_front_end: str = "model") -> PartReport:
     """Initialises the `part` tower (`"image"`, `"video"`, `"audio"`) of `model` from a backbone file."""
-    if audio_front_end not in AUDIO_FRONT_ENDS:
-        raise ValueError(f"audio_front_end must be one of {AUDIO_FRONT_ENDS}, got {audio_front_end!r}")
-    _tower(model, part)  # before reading a large file
+    _tower(model, part, audio_front_end)  # before reading a large file
     return load_tower_state(model, part, read_tower_source(part, source), os.fspath(source), audio_front_end)
 
 
-def _tower(model, part: str):
+def _tower(model, part: str, audio_front_end: str):
+    """The `part` tower of `model`, once the arguments of loading it are checked."""
+    if audio_front_end not in AUDIO_FRONT_ENDS:
+        raise ValueError(f"audio_front_end must be one of {AUDIO_FRONT_ENDS}, got {audio_front_end!r}")
     tower = getattr(model.model.encoder, f"{part}_tower")
     if tower is None:
         raise ValueError(f"the model has no {part} tower: add one first (`add_towers(model, {part}=...)`, or "
@@ -379,9 +379,7 @@ def load_tower_state(model, part: str, state: Mapping[str, torch.Tensor], source
                      audio_front_end: str = "model") -> PartReport:
     """`load_tower` on a backbone state dict in the original's tower names (`source` names it in messages);
     everything is checked before anything is copied."""
-    if audio_front_end not in AUDIO_FRONT_ENDS:
-        raise ValueError(f"audio_front_end must be one of {AUDIO_FRONT_ENDS}, got {audio_front_end!r}")
-    tower = _tower(model, part)
+    tower = _tower(model, part, audio_front_end)
     report = PartReport(part, source, "backbone")
     params = tower.state_dict()
     prefix = f"model.encoder.{part}_tower."
