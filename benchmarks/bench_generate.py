@@ -42,6 +42,19 @@ from modeling_unival import UnivalConfig, UnivalForConditionalGeneration
 from transformers import BartConfig, BartForConditionalGeneration
 
 
+def cpu_description() -> str:
+    """The CPU's kernel level and whether it computes bf16 natively: without AVX512-BF16 (or AMX), oneDNN emulates
+    bf16 matrix products through float32, and the bf16 vs fp32 ratio says little about a machine that has it."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        pass
+    native = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+    return f"CPU kernels {torch.backends.cpu.get_cpu_capability()}, native bf16: {', '.join(native) or 'no'}"
+
+
 def median_time(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
@@ -310,7 +323,8 @@ def main() -> None:
         greedy=dict(do_sample=False, num_beams=1, max_new_tokens=n_new, min_new_tokens=n_new),
         question_lengths=[4 + (7 * i) % 16 for i in range(16)],
     )
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; UnIVAL preset {args.preset}: "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_description()}")
+    print(f"UnIVAL preset {args.preset}: "
           f"d={config.d_model}, layers={config.encoder_layers}+{config.decoder_layers}, heads={config.encoder_attention_heads}")
     with torch.inference_mode():
         for name in args.only:

@@ -50,7 +50,8 @@ def _brute_force(model, inputs: dict, prompts: list[list[int]], candidates: list
     for row, prompt in enumerate(prompts):
         row_inputs = {key: value[row : row + 1] for key, value in inputs.items()}
         for c, answer in enumerate(candidates):
-            logits = model(**row_inputs, decoder_input_ids=torch.tensor([prompt + answer]), use_cache=False).logits[0]
+            out = model(**row_inputs, decoder_input_ids=torch.tensor([prompt + answer]), use_cache=False)
+            logits = out.decoder_features[0].double() @ model.lm_head.weight.double().T  # exact, in any dtype
             for k, target in enumerate(answer + [EOS]):
                 allowed = sorted(_allowed(answer[:k], candidates))
                 position = logits[len(prompt) - 1 + k].double()
@@ -67,6 +68,28 @@ def test_scores_equal_a_per_candidate_brute_force(model, modality):
     assert scores.dtype == torch.float32 and scores.shape == (3, len(CANDIDATES))
     assert torch.allclose(scores.double(), reference, atol=1e-5, rtol=0), (scores - reference).abs().max()
     assert (scores < 0).all()
+
+
+def test_bf16_candidates_closer_than_bf16_spacing_are_told_apart():
+    """A bf16 model's candidate logits are computed in float32 from its features. Candidates [5] and [7] differ
+    only in one weight of their output rows, so their logits differ by far less than bf16's spacing (a bf16
+    projection would round both to one value and score them equal); the scores' gap is that float32 difference."""
+    model = tiny_model(seed=3).to(torch.bfloat16)
+    inputs = {key: value[:1] for key, value in _encoder_inputs("image").items()}
+    prompt = torch.tensor([[BOS]])
+    with torch.no_grad():
+        # The position that predicts the answer sees `<s>` only, so its features do not depend on rows 5 and 7.
+        features = model(**inputs, decoder_input_ids=prompt).decoder_features[0, 0].double()
+        row = model.lm_head.weight[5].clone()
+        # The smallest change of the weight whose product with the features is smallest: the next bf16 value.
+        column = int((features * row.double()).abs().masked_fill(row == 0, float("inf")).argmin())
+        row[column] = torch.nextafter(row[column], row[column] * 2)
+        model.lm_head.weight[7] = row
+        gap = float((model.lm_head.weight[7].double() - model.lm_head.weight[5].double()) @ features)
+        rounded = model.lm_head(features.to(torch.bfloat16))
+    assert gap != 0 and rounded[5] == rounded[7], "the two logits should round to one bf16 value"
+    scores = score_candidates(model, [[5], [7]], prompt, **inputs)[0]
+    assert math.isclose(float(scores[1] - scores[0]), gap, rel_tol=1e-3, abs_tol=1e-7), (scores, gap)
 
 
 @pytest.mark.parametrize("candidate_batch_size", [1, 2, 3, 4, 5, 100])

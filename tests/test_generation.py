@@ -284,6 +284,58 @@ def test_compiled_generation_gives_the_eager_tokens_and_scores(beams):
     _assert_same_decoding(*_static_and_eager(model, beams, ragged=True, compile_config=compile_config))
     assert calls, "the decoding steps did not run compiled"
 
+def test_bf16_logits_decide_a_near_tie_as_float32_does():
+    """Two logits 2^-6 apart near 10 round to the same bf16 value (spacing 0.0625), so a bf16 projection ties them and
+    argmax takes the lower id; `vocabulary_logits` recomputes the top candidates in float32 and picks the larger."""
+    from modeling_unival.modeling_unival import vocabulary_logits
+
+    head = torch.nn.Linear(2, 8, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[3] = torch.tensor([10.0, 0.0])
+        head.weight[5] = torch.tensor([10.0, 2.0**-6])  # both entries exact in bf16; the sum is not
+    hidden = torch.ones(1, 1, 2, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert int(head(hidden).argmax(-1)) == 3
+        logits = vocabulary_logits(head, hidden)
+    assert logits.dtype == torch.float32 and int(logits.argmax(-1)) == 5
+    assert float(logits[0, 0, 5]) == 10.0 + 2.0**-6
+
+
+@pytest.mark.parametrize("precision", ["bf16 weights", "autocast"])
+def test_reduced_precision_logits_are_float32_with_exact_top_candidates(precision):
+    """A bf16 model (or a float32 one under bf16 autocast) returns float32 logits whose top `REFINED_TOP_LOGITS`
+    per position are the float32 products of its decoder features and output weights, and whose other entries are
+    the reduced-precision projection's; float32 without autocast is untouched."""
+    from contextlib import nullcontext
+
+    from modeling_unival.modeling_unival import REFINED_TOP_LOGITS
+
+    model = tiny_model(seed=6)
+    ids, mask = text_ids([6, 4], seed=3)
+    decoder_ids = torch.tensor([[0, 9, 12, 7], [0, 15, 8, 11]])
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids)
+    assert plain.logits.dtype == torch.float32
+    torch.testing.assert_close(plain.logits, model.lm_head(plain.decoder_features), atol=0, rtol=0)
+
+    if precision == "bf16 weights":
+        model, context = model.to(torch.bfloat16), nullcontext()
+    else:
+        context = torch.autocast("cpu", dtype=torch.bfloat16)
+    with torch.no_grad(), context:
+        out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids)
+        rounded = model.lm_head(out.decoder_features).float()
+    assert out.logits.dtype == torch.float32 and rounded.dtype == torch.float32
+    exact = out.decoder_features.float() @ model.lm_head.weight.float().T
+    top = rounded.topk(REFINED_TOP_LOGITS, dim=-1).indices
+    torch.testing.assert_close(out.logits.gather(-1, top), exact.gather(-1, top), atol=1e-5, rtol=1e-6)
+    rest = torch.ones_like(out.logits, dtype=torch.bool).scatter(-1, top, False)
+    assert torch.equal(out.logits[rest], rounded[rest])
+    # The refinement changes values by no more than the rounding it undoes.
+    assert float((out.logits - rounded).abs().max()) < 0.05
+
+
 @pytest.mark.parametrize("kind", ["image", "video", "audio"])
 def test_bf16_generation_runs_end_to_end_with_float32_media(kind, tmp_path):
     """`from_pretrained(..., dtype=torch.bfloat16)`: float32 media from the processor are taken in the towers' dtype,
