@@ -5,7 +5,7 @@ examples of the synthetic world (image, video and audio captions in turn) and de
 greedily, once with the model in float32 and once loaded with `dtype=torch.bfloat16`. Prints how many captions are
 identical, and the ones that are not.
 
-    python examples/demo.py                      # trains outputs/demo (about 10 minutes on 2 cores)
+    python examples/demo.py                      # trains outputs/demo (about 20 minutes on 2 cores)
     python examples/bf16_agreement.py [--model outputs/demo/video_audio/final] [--examples 100]
 """
 

@@ -1,9 +1,12 @@
 """The README's screenshot of the web demo (`hub_upload.demo`), taken in headless Chromium.
 
-    python examples/demo_screenshot.py --model outputs/demo/video_audio/final --out docs/demo.png
+    python examples/demo_screenshot.py --model outputs/demo/video_audio/final --out docs/demo.png \
+        --task "caption (image, video or audio)" --text "" \
+        --image outputs/synthetic-world/media/test/image/test-img-000002.png     # the README's (a held-out scene)
     python examples/demo_screenshot.py --out docs/demo.png      # a random-weight unival-tiny: the UI, not answers
 
-It draws a scene of shapes, uploads it, asks for visual grounding of "the red circle", and saves the page.
+It uploads an image (by default a drawn scene of two shapes), runs a task (by default visual grounding of "the red
+circle"), and saves the page.
 Needs chromium and chromedriver (`apt-get install chromium chromium-driver`) and `pip install ".[demo]" selenium`.
 """
 
@@ -34,6 +37,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/demo.png"))
     parser.add_argument("--task", default="visual grounding")
     parser.add_argument("--text", default="the red circle")
+    parser.add_argument("--image", type=Path, default=None, help="the image to upload (default: a drawn scene)")
     args = parser.parse_args()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from selenium import webdriver
@@ -46,7 +50,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp())
     model = args.model or str(save_preset("unival-tiny", work / "unival-tiny"))
-    image = scene(work / "scene.png")
+    image = str(args.image.resolve()) if args.image else scene(work / "scene.png")
     app = build_app(load_pipeline(model))
     app.launch(server_name="127.0.0.1", server_port=7899, prevent_thread_lock=True, quiet=True)
     options = webdriver.ChromeOptions()
@@ -59,7 +63,7 @@ def main() -> None:
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#files input[type=file]"))
         driver.find_element(By.CSS_SELECTOR, "#files input[type=file]").send_keys(image)
-        wait.until(lambda d: "scene" in d.find_element(By.ID, "files").text)
+        wait.until(lambda d: Path(image).stem in d.find_element(By.ID, "files").text)
         driver.find_element(By.XPATH, f"//label[normalize-space()='{args.task}']").click()
         driver.find_element(By.CSS_SELECTOR, "#text textarea").send_keys(args.text)
         driver.find_element(By.ID, "run").click()

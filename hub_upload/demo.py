@@ -178,7 +178,7 @@ def load_pipeline(model: str | os.PathLike | None):
         if not EMBEDDED_DEFAULT_MODEL.is_dir():
             raise FileNotFoundError(
                 f"no --model given and no embedded default model at {EMBEDDED_DEFAULT_MODEL}: train it with "
-                "`bash scripts/demo.sh` (about 10 minutes on 2 CPU cores), or pass --model DIR (a converted "
+                "`bash scripts/demo.sh` (about 20 minutes on 2 CPU cores), or pass --model DIR (a converted "
                 "checkpoint, or `python -m modeling_unival.presets unival-tiny --out DIR` for random weights)")
         model = EMBEDDED_DEFAULT_MODEL
     if not Path(model).is_dir():
