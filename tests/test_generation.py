@@ -336,6 +336,44 @@ def test_reduced_precision_logits_are_float32_with_exact_top_candidates(precisio
     assert float((out.logits - rounded).abs().max()) < 0.05
 
 
+def test_towers_kept_in_float32_under_a_bf16_model():
+    """The remedy the slow-convolution warning names: a bf16 model whose image tower runs in float32 (its features
+    are cast to the transformer's dtype) follows the float32 model as closely as the all-bf16 one does."""
+    fp32 = tiny_model(seed=5)
+    mixed = tiny_model(seed=5).to(torch.bfloat16)
+    mixed.model.encoder.image_tower.float()
+    ids, mask = text_ids([6, 4], seed=2)
+    inputs = {"input_ids": ids, "attention_mask": mask, "pixel_values": media("image", 2, seed=1)}
+    decoder_ids = torch.tensor([[0, 9, 12, 7], [0, 15, 8, 11]])
+    with torch.no_grad():
+        ours = mixed(**inputs, decoder_input_ids=decoder_ids).logits.log_softmax(-1)
+        reference = fp32(**inputs, decoder_input_ids=decoder_ids).logits.log_softmax(-1)
+        generated = mixed.generate(**inputs, num_beams=2, max_new_tokens=3)
+    torch.testing.assert_close(ours, reference, atol=0.1, rtol=0.02)
+    assert generated.shape[0] == 2
+
+
+@pytest.mark.parametrize("kind", ["image", "video", "audio"])
+def test_emulated_reduced_precision_convolutions_are_named(kind, monkeypatch):
+    """On a CPU without native bf16 convolutions (no AVX-512 / AMX) torch runs them on its reference kernel, about
+    100x slower: a bf16 tower there warns once, naming the remedy; a float32 tower does not."""
+    import modeling_unival.modeling_unival as modeling
+    from tiny import MODALITY_KEYS
+    from transformers.testing_utils import CaptureLogger
+
+    monkeypatch.setattr(modeling, "_cpu_convolves_natively", lambda dtype: dtype == torch.float32)
+    key, _ = MODALITY_KEYS[kind]
+    ids, mask = text_ids([6, 4], seed=2)
+    inputs = {"input_ids": ids, "attention_mask": mask, key: media(kind, 2, seed=1)}
+    for model, warned in ((tiny_model(seed=5), False), (tiny_model(seed=5).to(torch.bfloat16), True)):
+        modeling.logger.warning_once.cache_clear()
+        with CaptureLogger(modeling.logger) as captured, torch.no_grad():
+            model(**inputs, decoder_input_ids=torch.tensor([[0, 9], [0, 15]]))
+        assert ("no native torch.bfloat16 convolutions" in captured.out) is warned, captured.out
+    if warned:
+        assert "_tower.float()" in captured.out
+
+
 @pytest.mark.parametrize("kind", ["image", "video", "audio"])
 def test_bf16_generation_runs_end_to_end_with_float32_media(kind, tmp_path):
     """`from_pretrained(..., dtype=torch.bfloat16)`: float32 media from the processor are taken in the towers' dtype,
