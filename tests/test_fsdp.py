@@ -113,18 +113,24 @@ def ddp_run(tmp_path_factory, world):
     return recipe, result
 
 
+def _run_against_ddp(ddp_run, out, port: int, config: str, engine: str, wrapped_model: str, tolerance: float):
+    """Launches the DDP run's recipe on 2 processes with `config`; checks the engine that ran, that ranks ran
+    different towers, and the 4 losses against DDP's."""
+    recipe, ddp = ddp_run
+    result = launch(PRETRAIN, out, recipe, port, config=config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = summary(out)
+    assert run["distributed"] == {"type": engine, "processes": 2, "wrapped_model": wrapped_model}
+    assert sum(1 for group in run["realised_proportions"] if "video" in group or "audio" in group) >= 2
+    losses, ddp_losses = torch.tensor(run["losses"]), torch.tensor(ddp["losses"])
+    assert len(losses) == 4 and (losses - ddp_losses).abs().max() < tolerance, (losses, ddp_losses)
+
+
 @pytest.mark.slow
 def test_two_process_fsdp_matches_ddp_and_saves_a_loadable_model(tmp_path, ddp_run):
-    recipe, ddp = ddp_run
     fsdp_out = tmp_path / "fsdp"
-    result = launch(PRETRAIN, fsdp_out, recipe, 29561)
-    assert result.returncode == 0, result.stderr[-4000:]
-    fsdp = summary(fsdp_out)
-    assert fsdp["distributed"] == {"type": "FSDP", "processes": 2, "wrapped_model": "FullyShardedDataParallel"}
     # ranks had batches of different modalities (towers in FSDP's root unit: no hang)
-    assert sum(1 for group in fsdp["realised_proportions"] if "video" in group or "audio" in group) >= 2
-    fsdp_losses, ddp_losses = torch.tensor(fsdp["losses"]), torch.tensor(ddp["losses"])
-    assert len(fsdp_losses) == 4 and (fsdp_losses - ddp_losses).abs().max() < LOSS_TOLERANCE, (fsdp_losses, ddp_losses)
+    _run_against_ddp(ddp_run, fsdp_out, 29561, "fsdp_cpu.yaml", "FSDP", "FullyShardedDataParallel", LOSS_TOLERANCE)
 
     # the saved model is the sharded model gathered: accelerate's own full-state-dict save of the same step
     final = fsdp_out / "mixed" / "final"
@@ -171,15 +177,10 @@ def test_two_process_deepspeed_zero2_with_mixed_modalities(tmp_path, ddp_run):
     that ran different towers reduce different buckets and abort (gloo: "Received data size doesn't match")."""
     if not os.environ.get("CI"):  # scripts/setup.sh installs deepspeed, so CI has it; another environment may not
         pytest.importorskip("deepspeed", reason="deepspeed is not installed (scripts/setup.sh installs it)")
-    recipe, ddp = ddp_run
     out = tmp_path / "deepspeed"
-    result = launch(PRETRAIN, out, recipe, 29566, config="deepspeed_cpu.yaml")
-    assert result.returncode == 0, result.stderr[-4000:]
-    deepspeed = summary(out)
-    assert deepspeed["distributed"] == {"type": "DEEPSPEED", "processes": 2, "wrapped_model": "DeepSpeedEngine"}
-    assert sum(1 for group in deepspeed["realised_proportions"] if "video" in group or "audio" in group) >= 2
-    losses, ddp_losses = torch.tensor(deepspeed["losses"]), torch.tensor(ddp["losses"])
-    assert len(losses) == 4 and (losses - ddp_losses).abs().max() < DEEPSPEED_LOSS_TOLERANCE, (losses, ddp_losses)
+    _run_against_ddp(
+        ddp_run, out, 29566, "deepspeed_cpu.yaml", "DEEPSPEED", "DeepSpeedEngine", DEEPSPEED_LOSS_TOLERANCE
+    )
     reloaded = UnivalForConditionalGeneration.from_pretrained(out / "mixed" / "final")
     assert reloaded.config.video_config is not None and reloaded.config.audio_config is not None
 
