@@ -57,7 +57,7 @@ def main() -> None:
 
     fp32_model = AutoModelForSeq2SeqLM.from_pretrained(args.model).eval()
     fp32 = greedy_captions(fp32_model, processor, collator, examples, args.batch_size)
-    # The audio front end stays in float32 (`_keep_in_fp32_modules_strict`); the media are cast to the towers' dtype.
+    # The audio front end and the norms stay in float32 (`_keep_in_fp32_modules_strict`); media take the towers' dtype.
     bf16_model = AutoModelForSeq2SeqLM.from_pretrained(args.model, dtype=torch.bfloat16).eval()
     bf16 = greedy_captions(bf16_model, processor, collator, examples, args.batch_size)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -189,6 +190,20 @@ def _linear_rates(max_rate: float, num_layers: int) -> list[float]:
     return [max_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
 
 
+class UnivalLayerNorm(nn.LayerNorm):
+    """`nn.LayerNorm` that also runs when its parameters stay in float32 under a bfloat16/float16 model (see
+    `UnivalPreTrainedModel.post_init`): it then normalises in float32 and returns the input's dtype."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if hidden_states.dtype == self.weight.dtype:
+            return super().forward(hidden_states)
+        # Not left to torch's mixed-dtype kernel, which exists on CPU but not on every device.
+        normalized = nn.functional.layer_norm(
+            hidden_states.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps
+        )
+        return normalized.to(hidden_states.dtype)
+
+
 class UnivalDropPath(nn.Module):
     """Stochastic depth: drops the whole residual branch of a sample with probability `drop_prob` (training only)."""
 
@@ -228,8 +243,9 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
-def _parameter_dtype(module: nn.Module) -> torch.dtype:
-    return next(module.parameters()).dtype
+def _convolution_dtype(tower: nn.Module) -> torch.dtype:
+    """The dtype a tower takes its input in: that of its convolutions (its norms may be float32 under bf16)."""
+    return next(module.weight.dtype for module in tower.modules() if isinstance(module, nn.modules.conv._ConvNd))
 
 
 def _cpu_convolves_natively(dtype: torch.dtype) -> bool:
@@ -240,7 +256,7 @@ def _cpu_convolves_natively(dtype: torch.dtype) -> bool:
 
 
 def _warn_if_convolutions_are_emulated(tower: nn.Module, device: torch.device):
-    dtype = _parameter_dtype(tower)
+    dtype = _convolution_dtype(tower)
     if device.type == "cpu" and not _cpu_convolves_natively(dtype):
         logger.warning_once(
             f"this CPU has no native {dtype} convolutions (no AVX-512 / AMX), so the towers' convolutions run on "
@@ -335,7 +351,7 @@ class UnivalFeedForward(nn.Module):
         self.fc1 = nn.Linear(config.d_model, ffn_dim)
         self.activation_fn = ACT2FN[config.activation_function]
         self.activation_dropout = config.activation_dropout
-        self.ffn_layernorm = nn.LayerNorm(ffn_dim, eps=config.layer_norm_eps) if config.scale_fc else None
+        self.ffn_layernorm = UnivalLayerNorm(ffn_dim, eps=config.layer_norm_eps) if config.scale_fc else None
         self.fc2 = nn.Linear(ffn_dim, config.d_model)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -378,9 +394,9 @@ class UnivalEncoderLayer(UnivalResidualLayer):
         super().__init__()
         dim = config.d_model
         self.self_attn = UnivalAttention(config, config.encoder_attention_heads)
-        self.self_attn_layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.attn_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.scale_attn else None
-        self.final_layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.self_attn_layer_norm = UnivalLayerNorm(dim, eps=config.layer_norm_eps)
+        self.attn_ln = UnivalLayerNorm(dim, eps=config.layer_norm_eps) if config.scale_attn else None
+        self.final_layer_norm = UnivalLayerNorm(dim, eps=config.layer_norm_eps)
         self.mlp = UnivalFeedForward(config, config.encoder_ffn_dim)
         self.w_resid = nn.Parameter(torch.ones(dim)) if config.scale_resids else None
         self.dropout = config.dropout
@@ -400,12 +416,12 @@ class UnivalDecoderLayer(UnivalResidualLayer):
         super().__init__()
         dim = config.d_model
         self.self_attn = UnivalAttention(config, config.decoder_attention_heads, layer_idx=layer_idx)
-        self.self_attn_layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.self_attn_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.scale_attn else None
+        self.self_attn_layer_norm = UnivalLayerNorm(dim, eps=config.layer_norm_eps)
+        self.self_attn_ln = UnivalLayerNorm(dim, eps=config.layer_norm_eps) if config.scale_attn else None
         self.encoder_attn = UnivalAttention(config, config.decoder_attention_heads, layer_idx=layer_idx)
-        self.encoder_attn_layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.cross_attn_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.scale_attn else None
-        self.final_layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.encoder_attn_layer_norm = UnivalLayerNorm(dim, eps=config.layer_norm_eps)
+        self.cross_attn_ln = UnivalLayerNorm(dim, eps=config.layer_norm_eps) if config.scale_attn else None
+        self.final_layer_norm = UnivalLayerNorm(dim, eps=config.layer_norm_eps)
         self.mlp = UnivalFeedForward(config, config.decoder_ffn_dim)
         self.w_resid = nn.Parameter(torch.ones(dim)) if config.scale_resids else None
         self.dropout = config.dropout
@@ -544,8 +560,9 @@ class UnivalPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "video", "audio", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["UnivalEncoderLayer", "UnivalDecoderLayer", "UnivalImageTower", "UnivalVideoTower", "UnivalAudioTower"]
-    # The log-mel front end's DFT kernels and mel matrix come from the checkpoint and must not be rounded to bf16/fp16.
-    # (`_keep_in_fp32_modules_strict`: the non-strict list is kept in float32 only for float16.)
+    # Loading with `dtype=torch.bfloat16` / `torch.float16` keeps these in float32 (the non-strict list would do so
+    # only for float16). The log-mel front end: its DFT kernels and mel matrix come from the checkpoint and must not
+    # be rounded. `post_init` adds every LayerNorm and BatchNorm (see there).
     _keep_in_fp32_modules_strict = ["front_end"]
     _supports_sdpa = True
     _supports_flash_attn = False  # the position bias is an additive float mask
@@ -557,6 +574,21 @@ class UnivalPreTrainedModel(PreTrainedModel):
         with _name_unreadable_weights(pretrained_model_name_or_path, kwargs.get("subfolder") or ""):
             with explain_missing_checkpoint(pretrained_model_name_or_path):
                 return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def post_init(self):
+        # Normalisation layers stay in float32 too (0.1% of the parameters). Of the weights' own bf16 rounding, which
+        # no bf16 arithmetic can undo, theirs was about half: on the embedded default's greedy captions, float32
+        # norms (BatchNorm statistics included) cut the decisions bf16 changes against float32 from 21 to 11 of
+        # 4,556 (docs/benchmarks.md). Torch's BatchNorm takes a bf16/fp16 input with float32 parameters on CPU
+        # and CUDA; `UnivalLayerNorm` handles the mixed case itself. Listed by path, since the norms' names vary.
+        norms = (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)
+        norm_paths = [re.escape(name) for name, module in self.named_modules() if isinstance(module, norms)]
+        if norm_paths:
+            tensors = r"\.(weight|bias|running_mean|running_var)$"
+            self._keep_in_fp32_modules_strict = [
+                *type(self)._keep_in_fp32_modules_strict, rf"(^|\.)({'|'.join(norm_paths)}){tensors}"
+            ]
+        super().post_init()
 
     def _init_weights(self, module: nn.Module):
         std = self.config.init_std
@@ -653,16 +685,18 @@ class UnivalEncoder(UnivalPreTrainedModel):
 
         self.embed_tokens = nn.Embedding(config.vocab_size, dim, config.pad_token_id)
         self.type_embedding = nn.Embedding(2, dim) if config.add_type_embedding else None
-        self.layernorm_embedding = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.layernorm_embedding else None
+        self.layernorm_embedding = (
+            UnivalLayerNorm(dim, eps=config.layer_norm_eps) if config.layernorm_embedding else None
+        )
         self.patch_layernorm_embedding = (
-            nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.patch_layernorm_embedding else None
+            UnivalLayerNorm(dim, eps=config.layer_norm_eps) if config.patch_layernorm_embedding else None
         )
 
         # Position embeddings (used only inside the attention bias). The text table has two spare rows, as the
         # original's (fairseq's padding offset, unused here since text positions count from 0).
         self.embed_positions = nn.Embedding(config.max_source_positions + 2, dim)
-        self.pos_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.image_pos_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.pos_ln = UnivalLayerNorm(dim, eps=config.layer_norm_eps)
+        self.image_pos_ln = UnivalLayerNorm(dim, eps=config.layer_norm_eps)
         self.position_bias = UnivalPositionBias(config, heads)
 
         self.image_tower = UnivalImageTower(config.image_config)
@@ -683,7 +717,7 @@ class UnivalEncoder(UnivalPreTrainedModel):
 
         drop_path_rates = _linear_rates(config.encoder_drop_path_rate, config.encoder_layers)
         self.layers = nn.ModuleList([UnivalEncoderLayer(config, rate) for rate in drop_path_rates])
-        self.layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.layer_norm = UnivalLayerNorm(dim, eps=config.layer_norm_eps)
         # Per-layer relative-position tables: text (1-D buckets) and patches (2-D buckets; +3 unused class-token rows).
         self.token_rel_pos_tables = nn.ModuleList(
             [nn.Embedding(2 * config.token_bucket_size - 1, heads) for _ in range(config.encoder_layers)]
@@ -708,7 +742,7 @@ class UnivalEncoder(UnivalPreTrainedModel):
         """pixel_values: (n, 3, H, W) -> features (n, h*w, C) row-major and their position ids (h*w,)."""
         # Media arrive in float32 from the processor; a bfloat16/float16 model takes them in its own dtype.
         _warn_if_convolutions_are_emulated(self.image_tower, pixel_values.device)
-        features = self.image_tower(pixel_values.to(_parameter_dtype(self.image_tower)))
+        features = self.image_tower(pixel_values.to(_convolution_dtype(self.image_tower)))
         _, _, height, width = features.shape
         self._check_grid(height, width, "pixel_values")
         ids = grid_position_ids(height, width, self.config.image_bucket_size, features.device)
@@ -718,7 +752,7 @@ class UnivalEncoder(UnivalPreTrainedModel):
         """(n, 3, T, H, W) -> features (n, t*h*w, C) in (time, row, column) order; every time slice reuses the
         same spatial ids (the original has no temporal position embedding)."""
         _warn_if_convolutions_are_emulated(self.video_tower, pixel_values_videos.device)
-        features = self.video_tower(pixel_values_videos.to(_parameter_dtype(self.video_tower)))
+        features = self.video_tower(pixel_values_videos.to(_convolution_dtype(self.video_tower)))
         _, _, frames, height, width = features.shape
         self._check_grid(height, width, "pixel_values_videos")
         ids = grid_position_ids(height, width, self.config.image_bucket_size, features.device).repeat(frames)
@@ -1033,16 +1067,18 @@ class UnivalDecoder(UnivalPreTrainedModel):
         dim = config.d_model
         heads = config.decoder_attention_heads
         self.embed_tokens = nn.Embedding(config.vocab_size, dim, config.pad_token_id)
-        self.layernorm_embedding = nn.LayerNorm(dim, eps=config.layer_norm_eps) if config.layernorm_embedding else None
+        self.layernorm_embedding = (
+            UnivalLayerNorm(dim, eps=config.layer_norm_eps) if config.layernorm_embedding else None
+        )
         self.embed_positions = nn.Embedding(config.max_target_positions + 2, dim)
-        self.pos_ln = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.pos_ln = UnivalLayerNorm(dim, eps=config.layer_norm_eps)
         self.self_position_bias = UnivalPositionBias(config, heads)
         self.cross_position_bias = UnivalPositionBias(config, heads)
         drop_path_rates = _linear_rates(config.decoder_drop_path_rate, config.decoder_layers)
         self.layers = nn.ModuleList(
             [UnivalDecoderLayer(config, rate, layer_idx=i) for i, rate in enumerate(drop_path_rates)]
         )
-        self.layer_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.layer_norm = UnivalLayerNorm(dim, eps=config.layer_norm_eps)
         self.token_rel_pos_tables = nn.ModuleList(
             [nn.Embedding(2 * config.token_bucket_size - 1, heads) for _ in range(config.decoder_layers)]
         )

@@ -264,7 +264,7 @@ class UnivalAudioTower(nn.Module):
     unused classifier heads `fc1` / `fc_audioset`.
 
     The front end runs in float32 even when the rest of the tower runs in bfloat16/float16; its output is
-    cast to the dtype of `bn0`.
+    cast to the dtype of `bn0`, and that of `bn0` to the blocks' dtype.
     """
 
     def __init__(self, config: UnivalAudioConfig):
@@ -301,9 +301,10 @@ class UnivalAudioTower(nn.Module):
         if audio_values.dim() != 2:
             raise ValueError(f"UnivalAudioTower expects (batch, samples), got shape {tuple(audio_values.shape)}")
         hidden_states = self.front_end(audio_values)  # (batch, 1, frames, mel), float32
-        hidden_states = hidden_states.to(self.bn0.weight.dtype)
-        # bn0 normalises each mel bin: move the mel axis to the channel position and back.
-        hidden_states = self.bn0(hidden_states.transpose(1, 3)).transpose(1, 3)
+        # bn0 normalises each mel bin: move the mel axis to the channel position and back. Under a bf16/fp16 model
+        # it stays in float32 with the front end (`UnivalPreTrainedModel.post_init`); the blocks take their dtype.
+        hidden_states = self.bn0(hidden_states.to(self.bn0.weight.dtype).transpose(1, 3)).transpose(1, 3)
+        hidden_states = hidden_states.to(self.conv_block1.conv1.weight.dtype)
         for name in self.block_names:
             hidden_states = self.dropout(getattr(self, name)(hidden_states))
         return hidden_states

@@ -1,5 +1,7 @@
 """UnIVAL's decoding: the original's beam search and ending, ragged decoder prompts, the answer trie."""
 
+import copy
+
 import pytest
 import torch
 from transformers import LogitsProcessorList
@@ -372,6 +374,50 @@ def test_emulated_reduced_precision_convolutions_are_named(kind, monkeypatch):
         assert ("no native torch.bfloat16 convolutions" in captured.out) is warned, captured.out
     if warned:
         assert "_tower.float()" in captured.out
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("model_class", ["UnivalForConditionalGeneration", "UnivalModel"])
+def test_reduced_precision_loading_keeps_norms_and_the_front_end_in_float32(dtype, model_class, tmp_path):
+    """`from_pretrained(dtype=bf16 / fp16)` keeps every LayerNorm and BatchNorm (weights, biases, running
+    statistics) and the audio front end in float32, the rest in `dtype`; also for the base model loaded from a
+    checkpoint of the generation model (keys without the `model.` prefix)."""
+    import modeling_unival
+
+    tiny_model(seed=5).save_pretrained(tmp_path)
+    model = getattr(modeling_unival, model_class).from_pretrained(tmp_path, dtype=dtype)
+    norms = (torch.nn.LayerNorm, torch.nn.modules.batchnorm._BatchNorm)
+    kept, cast = set(), set()
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        module_name, _, tensor_name = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        if tensor_name == "num_batches_tracked":
+            assert tensor.dtype == torch.int64, name
+        elif isinstance(module, norms) or ".front_end." in f".{name}":
+            assert tensor.dtype == torch.float32, name
+            kept.add(type(module).__name__)
+        elif tensor.is_floating_point():
+            assert tensor.dtype == dtype, name
+            cast.add(type(module).__name__)
+    assert {"UnivalLayerNorm", "BatchNorm2d", "BatchNorm3d", "UnivalLogMelSpectrogram"} <= kept
+    assert {"Linear", "Conv2d", "Conv3d", "Embedding"} <= cast
+
+
+def test_layer_norm_with_float32_parameters_normalises_in_float32():
+    """A float32 `UnivalLayerNorm` under bf16 input: normalised in float32 with its exact parameters, returned in
+    bf16. Its weight 1 + 2^-8 has no bf16 value (spacing 2^-7 at 1), so an all-bf16 norm gives another result."""
+    from modeling_unival.modeling_unival import UnivalLayerNorm
+
+    norm = UnivalLayerNorm(64)
+    with torch.no_grad():
+        norm.weight.fill_(1 + 2.0**-8)
+        norm.bias.copy_(torch.linspace(-3, 3, 64) + 2.0**-9)
+    hidden = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0)).mul(30).add(7).to(torch.bfloat16)
+    out = norm(hidden)
+    exact = torch.nn.functional.layer_norm(hidden.float(), (64,), norm.weight, norm.bias, norm.eps)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, exact.to(torch.bfloat16), atol=0, rtol=0)
+    assert not torch.equal(out, copy.deepcopy(norm).to(torch.bfloat16)(hidden))
 
 
 @pytest.mark.parametrize("kind", ["image", "video", "audio"])
