@@ -579,9 +579,9 @@ class UnivalPreTrainedModel(PreTrainedModel):
         # Normalisation layers stay in float32 too: 0.1% of the parameters, whose bf16 rounding alone moves the
         # embedded default's teacher-forced log-probs by 0.0013 on average, against 0.0030 for all its weights. With
         # them in float32 the bf16 model's error is 10-15% lower on each of three trained models, and its bf16
-        # greedy captions equal fp32's on 97 of 100 instead of 94 (docs/benchmarks.md). Torch's BatchNorm takes a
-        # bf16/fp16 input with float32 parameters (as under autocast); `UnivalLayerNorm` handles the mixed case
-        # itself. Listed by path, since the norms' names vary.
+        # greedy captions equal fp32's on 97 of 100 instead of 94 (the 2026-12-05 default, docs/benchmarks.md).
+        # Torch's BatchNorm takes a bf16/fp16 input with float32 parameters (as under autocast); `UnivalLayerNorm`
+        # handles the mixed case itself. Listed by path, since the norms' names vary.
         norms = (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)
         norm_paths = [re.escape(name) for name, module in self.named_modules() if isinstance(module, norms)]
         if norm_paths:
